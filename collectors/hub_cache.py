@@ -1,0 +1,57 @@
+"""Place a saved checkpoint folder into a Hugging Face hub cache layout, so that
+``from_pretrained(repo_id, revision=...)`` with ``HF_HUB_OFFLINE=1`` resolves to it.
+
+Layout (under ``HF_HOME/hub``)::
+
+    models--ORG--NAME/blobs/<sha256>            file contents, shared between revisions
+    models--ORG--NAME/snapshots/<commit>/<file>  symlinks to the blobs
+    models--ORG--NAME/refs/<revision>            the commit hash of that revision
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+
+def repo_cache_dir(hf_home: str | os.PathLike, repo_id: str) -> Path:
+    return Path(hf_home) / "hub" / ("models--" + repo_id.replace("/", "--"))
+
+
+def add_revision(folder: str | os.PathLike, repo_id: str, revision: str,
+                 hf_home: str | os.PathLike) -> str:
+    """Copy every file of ``folder`` into the cache as ``repo_id@revision``; return the commit."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    if not files:
+        raise ValueError(f"{folder} holds no files")
+    digests = {p: _sha256(p) for p in files}
+    commit = hashlib.sha1(
+        "".join(f"{p.relative_to(folder)}:{digests[p]}\n" for p in files).encode()
+    ).hexdigest()
+    repo = repo_cache_dir(hf_home, repo_id)
+    snapshot = repo / "snapshots" / commit
+    for path in files:
+        blob = repo / "blobs" / digests[path]
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        if not blob.exists():
+            tmp = blob.with_suffix(".incomplete")
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, blob)
+        link = snapshot / path.relative_to(folder)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            os.symlink(os.path.relpath(blob, link.parent), link)
+    refs = repo / "refs"
+    refs.mkdir(parents=True, exist_ok=True)
+    (refs / revision).write_text(commit)
+    return commit
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

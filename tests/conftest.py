@@ -1,0 +1,10 @@
+"""Fixtures live in tests/fixtures/*: one module per kind, loaded as pytest plugins."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+pytest_plugins = [
+    "tests.fixtures.stores",
+]

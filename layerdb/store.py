@@ -143,15 +143,24 @@ class Store:
         return self._execute(text, params).df()
 
     def arrow(self, text: str, **params: Any) -> pa.Table:
-        result = self._execute(text, params)
-        return result.to_arrow_table() if hasattr(result, "to_arrow_table") else result.arrow()
+        return self._execute(text, params, relation=True).to_arrow_table()
 
     def read_only_sql(self, text: str, **params: Any) -> pd.DataFrame:
         """Like :meth:`sql`, but refuse anything other than one SELECT/EXPLAIN statement."""
-        check_read_only(self.con, text)
+        check_read_only(self.con, self._compile(text, params)[0])
         return self.sql(text, **params)
 
-    def _execute(self, text: str, params: dict[str, Any]):
+    def _execute(self, text: str, params: dict[str, Any], relation: bool = False):
+        sql_text, args = self._compile(text, params)
+        try:
+            if relation:
+                return self.con.sql(sql_text, params=args or None)
+            return self.con.execute(sql_text, args)
+        except duckdb.Error as exc:
+            raise LayerdbError(f"SQL error: {_first_line(exc)}") from None
+
+    def _compile(self, text: str, params: dict[str, Any]) -> tuple[str, list[Any]]:
+        """``:name`` parameters -> DuckDB positional ones, through SQLAlchemy's compiler."""
         statement = sa.text(text)
         names = set(statement._bindparams)
         unknown = sorted(set(params) - names)
@@ -166,10 +175,7 @@ class Store:
             compiled = statement.bindparams(**params).compile(dialect=self.engine.dialect)
             sql_text = compiled.string
             args = [params[n] for n in compiled.positiontup]
-        try:
-            return self.con.execute(sql_text, args)
-        except duckdb.Error as exc:
-            raise LayerdbError(f"SQL error: {_first_line(exc)}") from None
+        return sql_text, args
 
     def table_counts(self) -> dict[str, int]:
         return {t: self.con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in TABLES}

@@ -87,14 +87,14 @@ def _add_implied(store, tables: dict[str, pa.Table]) -> None:
     con = store.con
     con.register("_implied_src", results)
     try:
-        tables["implied_models"] = con.execute(
+        tables["implied_models"] = con.sql(
             "SELECT model, max(layer) + 1 AS n_layers FROM _implied_src "
             "WHERE model NOT IN (SELECT model FROM models) GROUP BY model"
         ).to_arrow_table()
-        tables["implied_checkpoints"] = con.execute(
+        tables["implied_checkpoints"] = con.sql(
             "SELECT model, revision, max(step) AS step FROM _implied_src GROUP BY model, revision"
         ).to_arrow_table()
-        tables["implied_eval_sets"] = con.execute(
+        tables["implied_eval_sets"] = con.sql(
             "SELECT eval_set, max(n_tokens) AS n_tokens FROM _implied_src GROUP BY eval_set"
         ).to_arrow_table()
     finally:

@@ -37,8 +37,9 @@ def to_arrow(rows: Any) -> pa.Table:
         return pa.Table.from_pandas(rows, preserve_index=False)
     if isinstance(rows, dict):
         rows = [rows]
-    if isinstance(rows, list):
-        return pa.Table.from_pylist(rows)
+    if isinstance(rows, list):  # union of keys: from_pylist would keep only the first row's
+        keys = list(dict.fromkeys(k for row in rows for k in row))
+        return pa.table({k: [row.get(k) for row in rows] for k in keys})
     raise TypeError(f"expected an Arrow table, a DataFrame or a list of dicts, got {type(rows)}")
 
 
@@ -63,8 +64,9 @@ def normalize_results(rows: Any) -> pa.Table:
     if unknown:
         raise BadRows(f"results rows have unknown column(s): {', '.join(unknown)}")
     table = pa.table({c: _cast(table, c, t) for c, t in _ARROW_TYPES.items() if c in table.column_names})
-    for col in RESULT_KEY + ("loss",):
+    for col in RESULT_KEY:
         _fail_where(table, pc.is_null(table[col]), f"missing {col}")
+    _fail_where(table, pc.is_null(table["loss"]), "loss is missing (NULL or NaN)")
     _fail_where(table, pc.invert(pc.is_in(table["component"], pa.array(COMPONENTS))),
                 "unknown component (expected one of: " + ", ".join(COMPONENTS) + ")")
     _fail_where(table, pc.invert(pc.is_in(table["method"], pa.array(METHODS))),

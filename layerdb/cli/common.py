@@ -9,8 +9,8 @@ from rich.console import Console
 from ..errors import LayerdbError
 from ..output import FORMATS, emit
 
-console = Console()
-console_err = Console(stderr=True)
+console = Console(soft_wrap=True)
+console_err = Console(stderr=True, soft_wrap=True)
 
 
 def db_path(ctx: click.Context) -> str:

@@ -1,0 +1,221 @@
+"""Named queries: one ``.sql`` file per query in ``queries/`` (the ``layerdb.queries`` package).
+
+Adding a query is adding a file. Its header is the leading block of ``--`` comment lines:
+
+    -- name: lowers-loss
+    -- description: One line saying what the rows are.
+    -- :model text = null               only this model (default: every model)
+    -- :significant_only bool = false   keep only cases whose interval excludes zero
+    -- :threshold float = 0.1
+    -- :bins int                        no default: the caller must give it
+
+A parameter line is ``-- :NAME TYPE [= DEFAULT] [help text]``. TYPE is ``text``, ``int``,
+``float`` or ``bool``; DEFAULT is ``null`` (SQL NULL, usually "no filter") or a literal of
+that type; without ``= DEFAULT`` the parameter is required. Other comment lines in the header
+are free text. The SQL refers to each parameter as ``:NAME``; values are always bound, never
+pasted into the SQL text.
+
+Values from the command line are strings and are converted by the declared type: ``int`` and
+``float`` as Python reads numbers, ``bool`` from true/false/yes/no/1/0, and an empty value
+(``-p step=``) or ``null`` means NULL. Python callers may pass typed values directly.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import pandas as pd
+
+from .errors import LayerdbError
+
+TYPES = ("text", "int", "float", "bool")
+_TRUE = {"true", "t", "yes", "y", "1", "on"}
+_FALSE = {"false", "f", "no", "n", "0", "off"}
+_PARAM_LINE = re.compile(
+    r"^:(?P<name>[A-Za-z_]\w*)\s+(?P<type>\w+)"
+    r"(?:\s*=\s*(?P<default>'[^']*'|\S+))?\s*(?P<help>.*)$"
+)
+_NO_DEFAULT = object()
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    type: str  # one of TYPES
+    default: Any  # the converted default; None = NULL; _NO_DEFAULT = required
+    help: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is _NO_DEFAULT
+
+    def describe(self) -> str:
+        """``name=default`` (``name (required)``) as the CLI lists it."""
+        if self.required:
+            return f"{self.name} (required {self.type})"
+        if self.default is None:
+            shown = "null"
+        elif isinstance(self.default, bool):
+            shown = str(self.default).lower()
+        else:
+            shown = str(self.default)
+        return f"{self.name}={shown}"
+
+
+@dataclass(frozen=True)
+class NamedQuery:
+    name: str
+    description: str
+    parameters: tuple[Parameter, ...]
+    sql: str
+    filename: str
+
+    def bind(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Every declared parameter's value: given ones converted, the rest from defaults."""
+        declared = {p.name: p for p in self.parameters}
+        unknown = sorted(set(given) - set(declared))
+        if unknown:
+            known = ", ".join(declared) or "none"
+            raise LayerdbError(
+                f"query {self.name}: unknown parameter(s) {', '.join(unknown)} (it takes: {known})"
+            )
+        values = {}
+        for p in self.parameters:
+            if p.name in given:
+                values[p.name] = convert(given[p.name], p.type, f"query {self.name}: parameter {p.name}")
+            elif p.required:
+                raise LayerdbError(f"query {self.name}: missing parameter {p.name} (-p {p.name}=...)")
+            else:
+                values[p.name] = p.default
+        return values
+
+
+def convert(value: Any, type_: str, what: str) -> Any:
+    """A parameter value (a CLI string, or a Python value) as the declared type; None = NULL."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text == "" or text.lower() == "null":
+            return None
+        if type_ == "text":
+            return value
+        if type_ == "bool":
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise LayerdbError(f"{what} must be true or false, not {value!r}")
+        try:
+            return int(text) if type_ == "int" else float(text)
+        except ValueError:
+            raise LayerdbError(f"{what} must be {_A[type_]}, not {value!r}") from None
+    if type_ == "bool" and isinstance(value, bool):
+        return value
+    if type_ == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if type_ == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if type_ == "text":
+        return str(value)
+    raise LayerdbError(f"{what} must be {_A[type_]}, not {value!r}")
+
+
+_A = {"int": "an integer", "float": "a number", "bool": "true or false", "text": "text"}
+
+
+def parse_query(text: str, filename: str) -> NamedQuery:
+    """Read the header of one query file; raise LayerdbError naming the file on a bad header."""
+    header: dict[str, str] = {}
+    parameters: list[Parameter] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if not stripped.startswith("--"):
+            break
+        body = stripped[2:].strip()
+        if body.startswith(":"):
+            parameters.append(_parse_parameter(body, filename))
+            continue
+        key, sep, value = body.partition(":")
+        if sep and key.strip() in ("name", "description"):
+            header[key.strip()] = value.strip()
+    for key in ("name", "description"):
+        if not header.get(key):
+            raise LayerdbError(f"query file {filename}: the header lacks `-- {key}: ...`")
+    names = [p.name for p in parameters]
+    if len(set(names)) != len(names):
+        raise LayerdbError(f"query file {filename}: a parameter is declared twice")
+    return NamedQuery(header["name"], header["description"], tuple(parameters), text, filename)
+
+
+def _parse_parameter(body: str, filename: str) -> Parameter:
+    m = _PARAM_LINE.match(body)
+    if not m or m["type"] not in TYPES:
+        raise LayerdbError(
+            f"query file {filename}: bad parameter line {body!r} "
+            f"(expected `-- :NAME TYPE [= DEFAULT] help`, TYPE one of {', '.join(TYPES)})"
+        )
+    default: Any = _NO_DEFAULT
+    if m["default"] is not None:
+        literal = m["default"]
+        if literal.startswith("'"):
+            literal = literal[1:-1]
+        default = convert(literal, m["type"], f"query file {filename}: default of {m['name']}")
+    return Parameter(m["name"], m["type"], default, m["help"].strip())
+
+
+@lru_cache(maxsize=1)
+def _load_all() -> dict[str, NamedQuery]:
+    found: dict[str, NamedQuery] = {}
+    for filename, text in _walk(resources.files("layerdb.queries"), ""):
+        query = parse_query(text, filename)
+        if query.name in found:
+            raise LayerdbError(
+                f"query {query.name} is defined twice ({found[query.name].filename}, {filename})"
+            )
+        found[query.name] = query
+    return dict(sorted(found.items()))
+
+
+def _walk(folder, prefix: str):
+    """(relative name, text) of every .sql file under a package folder, sub-folders included."""
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.is_dir() and not entry.name.startswith(("_", ".")):
+            yield from _walk(entry, f"{prefix}{entry.name}/")
+        elif entry.is_file() and entry.name.endswith(".sql"):
+            yield f"{prefix}{entry.name}", entry.read_text(encoding="utf-8")
+
+
+def list_queries() -> list[NamedQuery]:
+    """Every named query, sorted by name."""
+    return list(_load_all().values())
+
+
+def get_query(name: str) -> NamedQuery:
+    queries = _load_all()
+    if name not in queries:
+        raise LayerdbError(f"unknown query {name!r}; known queries: {', '.join(queries)}")
+    return queries[name]
+
+
+def run_query(store, name: str, **params: Any) -> pd.DataFrame:
+    """Run the named query on an open store with ``params`` (missing ones take defaults).
+
+    Example: ``run_query(store, "lowers-loss", model="EleutherAI/pythia-160m", significant_only=True)``
+    """
+    query = get_query(name)
+    return store.sql(query.sql, **query.bind(params))
+
+
+def queries_table() -> pd.DataFrame:
+    """The listing ``layerdb queries`` prints: name, description, parameters with defaults."""
+    return pd.DataFrame(
+        [(q.name, q.description, ", ".join(p.describe() for p in q.parameters))
+         for q in list_queries()],
+        columns=["name", "description", "parameters"],
+    )

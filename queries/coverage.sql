@@ -1,0 +1,58 @@
+-- name: coverage
+-- description: Per model and revision, which components are complete and which layers are missing.
+-- :model text = null     only this model (default: every model)
+-- :eval_set text = null  only this eval set (default: every eval set)
+--
+-- A component is complete when every layer 0 .. n_layers-1 has a result. A checkpoint that is
+-- known but has no results at all is listed with eval_set NULL and "everything" missing.
+WITH groups AS (
+    SELECT model, revision, eval_set, method, max(step) AS step, count(*) AS result_rows,
+           bool_or(component = 'none') AS baseline
+    FROM results
+    WHERE (CAST(:model AS VARCHAR) IS NULL OR model = :model)
+      AND (CAST(:eval_set AS VARCHAR) IS NULL OR eval_set = :eval_set)
+    GROUP BY model, revision, eval_set, method
+    UNION ALL
+    SELECT c.model, c.revision, NULL, NULL, c.step, 0, false FROM checkpoints c
+    WHERE CAST(:eval_set AS VARCHAR) IS NULL
+      AND (CAST(:model AS VARCHAR) IS NULL OR c.model = :model)
+      AND NOT EXISTS (SELECT 1 FROM results r WHERE r.model = c.model AND r.revision = c.revision)
+),
+expected AS (
+    SELECT g.model, g.revision, g.eval_set, g.method, m.n_layers, k.component, k.position,
+           unnest(range(m.n_layers)) AS layer
+    FROM groups g
+    JOIN models m ON m.model = g.model
+    CROSS JOIN (VALUES ('block', 1), ('attn', 2), ('mlp', 3)) k(component, position)
+),
+per_component AS (
+    SELECT e.model, e.revision, e.eval_set, e.method, e.n_layers, e.component, e.position,
+           count(*) FILTER (WHERE r.layer IS NULL) AS n_missing,
+           string_agg(CAST(e.layer AS VARCHAR), ',' ORDER BY e.layer)
+               FILTER (WHERE r.layer IS NULL) AS missing_layers
+    FROM expected e
+    LEFT JOIN results r
+      ON r.model = e.model AND r.revision = e.revision AND r.eval_set = e.eval_set
+     AND r.method = e.method AND r.component = e.component AND r.layer = e.layer AND r.span = 1
+    GROUP BY e.model, e.revision, e.eval_set, e.method, e.n_layers, e.component, e.position
+),
+summary AS (
+    SELECT model, revision, eval_set, method,
+           string_agg(component, ',' ORDER BY position) FILTER (WHERE n_missing = 0) AS complete,
+           string_agg(component || CASE WHEN n_missing = n_layers THEN ' all layers'
+                                        ELSE ' layers ' || missing_layers END,
+                      '; ' ORDER BY position) FILTER (WHERE n_missing > 0) AS missing
+    FROM per_component
+    GROUP BY model, revision, eval_set, method
+)
+SELECT g.model, g.revision, g.step, g.eval_set, m.n_layers, g.result_rows,
+       COALESCE(s.complete, '') AS complete,
+       CASE WHEN g.result_rows = 0 THEN 'everything (no results)'
+            ELSE concat_ws('; ', CASE WHEN NOT g.baseline THEN 'baseline' END, s.missing)
+       END AS missing
+FROM groups g
+LEFT JOIN models m ON m.model = g.model
+LEFT JOIN summary s
+  ON s.model = g.model AND s.revision = g.revision
+ AND s.eval_set IS NOT DISTINCT FROM g.eval_set AND s.method IS NOT DISTINCT FROM g.method
+ORDER BY g.model, g.step NULLS LAST, g.revision, g.eval_set NULLS LAST

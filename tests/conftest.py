@@ -7,4 +7,5 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 pytest_plugins = [
     "tests.fixtures.stores",
+    "tests.fixtures.results",
 ]

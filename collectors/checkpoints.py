@@ -1,0 +1,200 @@
+"""Which checkpoints to sweep, and loading one.
+
+- ``resolve_model(model)``: a Hugging Face repo id or a local checkpoint folder -> ``ModelRef``.
+- ``plan_revisions(ref, revisions, steps)``: ``--revision`` names plus ``--steps`` (all | log | a
+  comma list) over the model's schedule (Pythia's built in; otherwise the revisions the hub or the
+  local HF cache lists whose names carry a step) -> revision names, in order, without repeats.
+- ``load_config(ref, revision)``: the HF config; bad model/revision -> one-line LayerdbError.
+- ``load_checkpoint(ref, revision, dtype, device)``: the model in eval mode, its family and the
+  fingerprint of its weights.  Loading goes through ``from_pretrained(repo, revision=...)`` so the
+  hub cache, ``HF_HOME`` and ``HF_HUB_OFFLINE`` behave as users expect.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from layerdb.errors import LayerdbError
+from layerdb.revisions import PYTHIA_STEPS, parse_revision, select_steps
+
+from .families import Family, family_for
+
+LOCAL_REVISION = "local"  # the revision stored for a local checkpoint folder
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+class CheckpointLoadError(LayerdbError):
+    """The config was fine but the weights of one revision could not be loaded."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str  # stored in models.model: the repo id, or the folder name of a local checkpoint
+    source: str  # what from_pretrained is given: the repo id or the folder path
+    local: bool
+
+
+@dataclass
+class Checkpoint:
+    ref: ModelRef
+    revision: str
+    model: Any  # a *ForCausalLM in eval mode
+    family: Family
+    fingerprint: str  # hash of the loaded weights (names, dtypes, shapes, bytes)
+    commit_hash: str | None  # resolved hub commit, where known
+    dtype: Any  # torch dtype the weights were loaded in
+    device: Any
+
+
+def resolve_model(model: str) -> ModelRef:
+    path = Path(model).expanduser()
+    looks_like_path = model.startswith((".", "/", "~")) or model.count("/") > 1  # ids: ORG/NAME
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise LayerdbError(f"{model} is a folder but holds no config.json: not a checkpoint")
+        return ModelRef(path.resolve().name, str(path.resolve()), True)
+    if path.exists() or looks_like_path:
+        raise LayerdbError(f"{model}: no such checkpoint folder")
+    return ModelRef(model, model, False)
+
+
+# -- revisions ---------------------------------------------------------------------------------
+def step_schedule(ref: ModelRef) -> dict[int, str]:
+    """step -> revision name for the model's published checkpoints."""
+    if ref.local:
+        return {}
+    if "pythia" in ref.name.lower():
+        return {s: f"step{s}" for s in PYTHIA_STEPS}
+    schedule: dict[int, str] = {}
+    for revision in sorted(_known_revisions(ref.source)):
+        step = parse_revision(revision).step
+        if step is not None:
+            schedule.setdefault(step, revision)
+    return schedule
+
+
+def plan_revisions(ref: ModelRef, revisions: tuple[str, ...] | list[str] = (),
+                   steps: str | None = None) -> list[str]:
+    """Revision names to sweep, in the order given (explicit ones first), without repeats."""
+    if ref.local:
+        if steps or any(r != LOCAL_REVISION for r in revisions):
+            raise LayerdbError(f"{ref.source} is a local folder: --revision/--steps do not apply")
+        return [LOCAL_REVISION]
+    planned = list(revisions)
+    if steps:
+        schedule = step_schedule(ref)
+        if not schedule:
+            raise LayerdbError(f"no checkpoint schedule known for {ref.name} (no revisions named "
+                               "by step in the hub or the HF cache); use --revision")
+        try:
+            planned += [schedule[s] for s in select_steps(steps, sorted(schedule))]
+        except ValueError as exc:
+            raise LayerdbError(str(exc)) from None
+    planned = planned or ["main"]
+    return list(dict.fromkeys(planned))
+
+
+def _known_revisions(repo_id: str) -> set[str]:
+    """Branches on the hub (when reachable) and refs in the local HF cache."""
+    from huggingface_hub import constants
+
+    names: set[str] = set()
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            from huggingface_hub import list_repo_refs
+
+            refs = list_repo_refs(repo_id)
+            names |= {b.name for b in refs.branches} | {t.name for t in refs.tags}
+        except Exception:  # unreachable hub: fall back to the cache
+            pass
+    refs_dir = Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--")) / "refs"
+    if refs_dir.is_dir():
+        names |= {str(p.relative_to(refs_dir)) for p in refs_dir.rglob("*") if p.is_file()}
+    return names
+
+
+# -- loading -----------------------------------------------------------------------------------
+def load_config(ref: ModelRef, revision: str):
+    """The config of ``ref@revision`` (checks the model and revision exist, cheaply)."""
+    from transformers import AutoConfig
+
+    try:
+        if ref.local:
+            return AutoConfig.from_pretrained(ref.source)
+        return AutoConfig.from_pretrained(ref.source, revision=revision)
+    except Exception as exc:  # transformers/hub raise OSError, ValueError, KeyError ...
+        raise LayerdbError(_explain_load_error(ref, revision, exc)) from None
+
+
+def commit_hash(ref: ModelRef, revision: str) -> str | None:
+    if ref.local:
+        return None
+    if _COMMIT.match(revision):
+        return revision
+    try:
+        from huggingface_hub import hf_hub_download
+
+        path = Path(hf_hub_download(ref.source, "config.json", revision=revision))
+        return path.parent.name if _COMMIT.match(path.parent.name) else None
+    except Exception:
+        return None
+
+
+def load_checkpoint(ref: ModelRef, revision: str, dtype, device) -> Checkpoint:
+    """Load ``ref@revision`` in ``dtype`` on ``device``, in eval mode, fingerprinted."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = load_config(ref, revision)
+    family = family_for(config)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if not ref.local:
+        kwargs["revision"] = revision
+    try:
+        model = AutoModelForCausalLM.from_pretrained(ref.source, **kwargs)
+    except Exception as exc:
+        raise CheckpointLoadError(_explain_load_error(ref, revision, exc)) from None
+    model.eval()
+    model.requires_grad_(False)
+    fingerprint = weights_fingerprint(model)
+    model.to(torch.device(device))
+    return Checkpoint(ref, revision, model, family, fingerprint, commit_hash(ref, revision),
+                      dtype, torch.device(device))
+
+
+def weights_fingerprint(model) -> str:
+    """sha256 over every parameter and buffer: name, dtype, shape and raw bytes (24 hex chars)."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)};".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def _explain_load_error(ref: ModelRef, revision: str, exc: Exception) -> str:
+    from huggingface_hub import constants
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if ref.local:
+        return f"cannot load checkpoint {ref.source}: {text}"
+    name = type(exc).__name__
+    repo_dir = Path(constants.HF_HUB_CACHE) / ("models--" + ref.source.replace("/", "--"))
+    if "RepositoryNotFound" in name or (constants.HF_HUB_OFFLINE and not repo_dir.exists()):
+        where = " (HF_HUB_OFFLINE is set and it is not in the HF cache)" if constants.HF_HUB_OFFLINE else ""
+        return f"unknown model {ref.source}: not a local folder and not found on the hub{where}"
+    if "RevisionNotFound" in name or (constants.HF_HUB_OFFLINE and not _cached(repo_dir, revision)):
+        known = sorted(_known_revisions(ref.source))
+        shown = ", ".join(known[:8]) + (" ..." if len(known) > 8 else "")
+        return f"unknown revision {revision} of {ref.source} (known: {shown or 'none'})"
+    return f"cannot load {ref.source}@{revision}: {text}"
+
+
+def _cached(repo_dir: Path, revision: str) -> bool:
+    return (repo_dir / "refs" / revision).is_file() or (repo_dir / "snapshots" / revision).is_dir()

@@ -1,0 +1,180 @@
+"""Evaluation tokens: the fixed token sequences every checkpoint of a model is scored on.
+
+Exactly: documents are tokenized with the checkpoint's tokenizer without special tokens, joined with
+the tokenizer's EOS token *between* documents, cut into consecutive non-overlapping sequences of
+``seq_len`` tokens, and the first ``floor(tokens / seq_len)`` sequences are kept (fewer when the data
+runs out, never a partial one).  The eval-set id is a hash of the token ids and ``seq_len``.
+``n_bytes`` counts the UTF-8 bytes of the document text the kept tokens cover (EOS separators cover
+none), so losses convert to bits per byte across tokenizers.
+
+Sources: a ``.txt`` file (one document), ``.jsonl`` (one document per line, field ``text``),
+``.parquet`` (column ``text``) or ``hf:NAME[:SPLIT]`` (the ``datasets`` library, column ``text``,
+split ``train`` unless given).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from layerdb.errors import LayerdbError
+
+# What `layerdb collect` reads when --data is not given: the first documents of the Pile (what
+# Pythia and GPT-NeoX were trained on), small enough to download in seconds.
+DEFAULT_DATA = "hf:NeelNanda/pile-10k:train"
+
+
+@dataclass(frozen=True)
+class EvalTokens:
+    ids: np.ndarray  # (n_sequences, seq_len) int64
+    eval_set: str  # hash of the ids and seq_len
+    n_bytes: int  # UTF-8 bytes of the text the ids cover
+    source: str
+    tokenizer: str
+
+    @property
+    def n_sequences(self) -> int:
+        return int(self.ids.shape[0])
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.ids.shape[1])
+
+    @property
+    def n_tokens(self) -> int:
+        """Predicted tokens: positions 1..seq_len-1 of every sequence."""
+        return self.n_sequences * (self.seq_len - 1)
+
+    def row(self) -> dict:
+        """The eval_sets row."""
+        return {"eval_set": self.eval_set, "name": f"{_short_source(self.source)}:"
+                f"{self.n_sequences}x{self.seq_len}", "source": self.source,
+                "tokenizer": self.tokenizer, "n_sequences": self.n_sequences,
+                "seq_len": self.seq_len, "n_tokens": self.n_tokens, "n_bytes": self.n_bytes}
+
+
+def eval_set_id(ids: np.ndarray) -> str:
+    ids = np.ascontiguousarray(ids, dtype="<i8")
+    h = hashlib.sha256(f"seq_len={ids.shape[1]};".encode())
+    h.update(ids.tobytes())
+    return h.hexdigest()[:16]
+
+
+def build_eval_tokens(tokenizer, documents: Iterable[str], tokens: int, seq_len: int,
+                      source: str = "", tokenizer_name: str = "") -> EvalTokens:
+    """Tokenize ``documents`` lazily until ``floor(tokens/seq_len)`` sequences are filled."""
+    if seq_len < 2:
+        raise LayerdbError(f"--seq-len must be at least 2 (got {seq_len})")
+    n_wanted = tokens // seq_len
+    if n_wanted < 1:
+        raise LayerdbError(f"--tokens {tokens} is less than one sequence of --seq-len {seq_len}")
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise LayerdbError("the tokenizer has no EOS token to put between documents")
+    budget = n_wanted * seq_len
+    ids: list[int] = []
+    pieces: list[tuple[int, str, list[int], bool]] = []  # (start in ids, doc, token ends, whole?)
+    for i, doc in enumerate(documents):
+        if i > 0:
+            ids.append(eos)
+        if len(ids) >= budget:
+            break
+        doc_ids, ends = _tokenize(tokenizer, doc, budget - len(ids) + 1)
+        whole = len(doc_ids) <= budget - len(ids)
+        doc_ids, ends = doc_ids[: budget - len(ids)], ends[: budget - len(ids)]
+        pieces.append((len(ids), doc, ends, whole))
+        ids.extend(doc_ids)
+        if len(ids) >= budget:
+            break
+    n_sequences = min(n_wanted, len(ids) // seq_len)
+    if n_sequences == 0:
+        where = f" in {source}" if source else ""
+        raise LayerdbError(f"the data{where} holds {len(ids)} tokens, fewer than one sequence "
+                           f"of --seq-len {seq_len}")
+    cut = n_sequences * seq_len
+    kept = np.asarray(ids[:cut], dtype=np.int64).reshape(n_sequences, seq_len)
+    n_bytes = sum(_bytes_covered(doc, ends, whole, cut - start)
+                  for start, doc, ends, whole in pieces if start < cut)
+    return EvalTokens(kept, eval_set_id(kept), n_bytes, source,
+                      tokenizer_name or getattr(tokenizer, "name_or_path", ""))
+
+
+def _tokenize(tokenizer, doc: str, limit: int) -> tuple[list[int], list[int]]:
+    """At most ``limit`` token ids of ``doc``, and the character offset where each one ends."""
+    if tokenizer.is_fast:
+        enc = tokenizer(doc, add_special_tokens=False, return_offsets_mapping=True)
+        return list(enc["input_ids"][:limit]), [e for _, e in enc["offset_mapping"][:limit]]
+    ids = list(tokenizer(doc, add_special_tokens=False)["input_ids"][:limit])
+    return ids, [len(tokenizer.decode(ids[: j + 1])) for j in range(len(ids))]  # slow, rare
+
+
+def _bytes_covered(doc: str, ends: list[int], whole: bool, n_kept: int) -> int:
+    """UTF-8 bytes of ``doc`` covered by its first ``n_kept`` tokens."""
+    if whole and n_kept >= len(ends):
+        return len(doc.encode("utf-8"))
+    n_kept = min(n_kept, len(ends))
+    return len(doc[: max(ends[:n_kept])].encode("utf-8")) if n_kept > 0 else 0
+
+
+def read_documents(source: str) -> Iterator[str]:
+    """Documents of a data source, lazily (see the module docstring)."""
+    if source.startswith("hf:"):
+        yield from _hf_documents(source)
+        return
+    path = Path(source)
+    if not path.is_file():
+        raise LayerdbError(f"no data file {source} (expected .txt, .jsonl, .parquet or hf:NAME[:SPLIT])")
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        yield path.read_text(encoding="utf-8")
+    elif suffix == ".jsonl":
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield _text_field(json.loads(line), f"{source} line {n}")
+                except json.JSONDecodeError as exc:
+                    raise LayerdbError(f"{source} line {n} is not JSON: {exc.msg}") from None
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path)
+        if "text" not in pf.schema_arrow.names:
+            raise LayerdbError(f"{source} has no column 'text' (columns: {', '.join(pf.schema_arrow.names)})")
+        for batch in pf.iter_batches(columns=["text"], batch_size=1024):
+            yield from (t for t in batch.column(0).to_pylist() if t is not None)
+    else:
+        raise LayerdbError(f"unknown data format {suffix or source!r}: use .txt, .jsonl, .parquet or hf:NAME[:SPLIT]")
+
+
+def _text_field(record, where: str) -> str:
+    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        raise LayerdbError(f"{where} has no string field 'text'")
+    return record["text"]
+
+
+def _hf_documents(source: str) -> Iterator[str]:
+    name, _, split = source[3:].partition(":")
+    if not name:
+        raise LayerdbError(f"bad data source {source!r}: expected hf:NAME[:SPLIT]")
+    try:
+        import datasets
+    except ImportError:
+        raise LayerdbError(f"--data {source} needs the datasets library: pip install 'layerdb[datasets]'") from None
+    try:
+        dataset = datasets.load_dataset(name, split=split or "train")
+    except Exception as exc:  # datasets raises many kinds; the user needs one line
+        raise LayerdbError(f"cannot load dataset {name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if "text" not in dataset.column_names:
+        raise LayerdbError(f"dataset {name} has no column 'text' (columns: {', '.join(dataset.column_names)})")
+    for record in dataset:
+        yield record["text"]
+
+
+def _short_source(source: str) -> str:
+    return source if source.startswith("hf:") else Path(source).name

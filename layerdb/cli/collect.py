@@ -1,5 +1,74 @@
-"""Commands of this module are registered on the main group by register()."""
+"""``layerdb collect``: layer-ablation sweeps over a model's checkpoints, into the store.
+
+The torch half (``collectors``) is imported inside the command only, so ``import layerdb.cli``
+stays torch-free.
+"""
+from __future__ import annotations
+
+import click
+
+from .common import console, console_err, db_path
+
+# Shown in the help; tests check they match collectors.collect / collectors.eval_tokens.
+DEFAULT_DATA = "hf:NeelNanda/pile-10k:train"
+DEFAULT_TOKENS = 131_072
+
+
+@click.command("collect")
+@click.argument("model")
+@click.option("--revision", "-r", "revisions", multiple=True, metavar="R",
+              help="A hub revision (branch, tag or commit); repeat for more. Default: main.")
+@click.option("--steps", metavar="SPEC",
+              help="Select revisions by training step: all, log (0, 1, 2, 4 ... 512, 1000, 2000, "
+                   "4000 ... and the final step) or a comma list of steps. Pythia's schedule is built "
+                   "in; other models use the step-named revisions on the hub or in the HF cache.")
+@click.option("--data", metavar="SOURCE",
+              help="Evaluation text: a .txt file (one document), .jsonl (field 'text'), .parquet "
+                   "(column 'text') or hf:NAME[:SPLIT] (needs the datasets library). "
+                   f"Default: {DEFAULT_DATA} (the first documents of the Pile, Pythia's training "
+                   "data; downloaded once by datasets).")
+@click.option("--tokens", type=int, default=DEFAULT_TOKENS, show_default=True, metavar="N",
+              help="Evaluation tokens; the first floor(N / seq-len) sequences are used.")
+@click.option("--seq-len", type=int, default=None, metavar="N",
+              help="Tokens per sequence. Default: 1024, or the model's context if shorter.")
+@click.option("--batch-size", type=int, default=8, show_default=True, metavar="N",
+              help="Sequences per forward pass.")
+@click.option("--components", default="block,attn,mlp", show_default=True, metavar="LIST",
+              help="Comma list of what to ablate per layer: block, attn, mlp.")
+@click.option("--dtype", default="auto", show_default=True, metavar="auto|float32|bfloat16|float16",
+              help="Weights dtype; auto = bfloat16 on GPU, float32 on CPU. The loss is always float32.")
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:i]",
+              help="Where to run; auto = the first GPU if there is one.")
+@click.option("--evict", is_flag=True,
+              help="Delete each finished revision's files from the HF cache (a full Pythia-2.8B "
+                   "sweep is ~860 GB).")
+@click.pass_context
+def collect(ctx, model: str, revisions: tuple[str, ...], steps: str | None, data: str | None,
+            tokens: int, seq_len: int | None, batch_size: int, components: str, dtype: str,
+            device: str, evict: bool) -> None:
+    """Sweep MODEL's checkpoints: the loss with nothing ablated and with each layer's block,
+    attention or MLP removed, one transaction per checkpoint.
+
+    MODEL is a Hugging Face repo id (loaded with from_pretrained(MODEL, revision=R); HF_HOME and
+    HF_HUB_OFFLINE apply) or a local checkpoint folder. Checkpoints already complete for the same
+    eval set are skipped, so re-running resumes. The store is held only while a checkpoint's rows
+    are written: query it while a sweep runs.
+
+    Example: layerdb --db pythia.duckdb collect EleutherAI/pythia-160m --steps log --evict
+    """
+    from collectors.collect import collect as run_collect
+
+    names = [c.strip() for c in components.split(",") if c.strip()]
+    if names == ["all"]:
+        names = ["block", "attn", "mlp"]
+    report = run_collect(
+        db_path(ctx), model, revisions=revisions, steps=steps, data=data, tokens=tokens,
+        seq_len=seq_len, batch_size=batch_size, components=tuple(names), dtype=dtype,
+        device=device, evict=evict, console=console_err)
+    console.print(
+        f"{report.model}: {len(report.written)} checkpoint(s) collected, {len(report.skipped)} "
+        f"already complete, eval set {report.eval_set}", highlight=False)
 
 
 def register(main) -> None:
-    pass
+    main.add_command(collect)

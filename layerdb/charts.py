@@ -1,0 +1,408 @@
+"""Altair charts of ablation results, saved as .html (self-contained), .png, .svg or .json.
+
+One function per chart kind takes an open store and returns an Altair chart:
+
+- ``layer_loss_chart``: loss by layer, baseline vs ablated, one panel per component; a slider
+  steps through the checkpoints (HTML/JSON) or one step is drawn (PNG/SVG);
+- ``heatmap_chart``: delta by layer x step (symmetric-log step axis), diverging colour at 0;
+- ``training_chart``: loss over steps for the baseline and each layer's ablation;
+- ``compare_chart``: several models on normalised depth, each at its latest step.
+
+``write_chart(store, kind, path, **params)`` builds one and saves it by the file's extension.
+Altair is imported here only, so ``import layerdb`` stays quick.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import LayerdbError
+from .named_queries import convert
+
+COMPONENT_ORDER = ["block", "attn", "mlp"]
+COMPONENT_TITLES = {"block": "whole block dropped", "attn": "attention dropped",
+                    "mlp": "MLP dropped"}
+SAVE_FORMATS = (".html", ".png", ".svg", ".json")
+BASELINE_COLOR, ABLATED_COLOR = "#4b5563", "#c2410c"
+STEP_TICKS = [0, 1, 10, 100, 1_000, 10_000, 100_000, 1_000_000]
+PANEL_WIDTH = 250
+STEP_LABEL = ("datum.value >= 1000 ? format(datum.value / 1000, ',~r') + 'k' "
+              ": format(datum.value, ',~r')")
+
+ABLATIONS_SQL = """
+SELECT revision, step, component, layer, depth, baseline_loss, loss, delta,
+       delta_ci_low, delta_ci_high, significant
+FROM ablations
+WHERE model = :model AND eval_set = :eval_set AND span = 1
+  AND (CAST(:component AS VARCHAR) IS NULL OR component = :component)
+ORDER BY step NULLS LAST, revision, component, layer
+"""
+BASELINES_SQL = """
+SELECT revision, step, loss FROM results
+WHERE model = :model AND eval_set = :eval_set AND component = 'none' AND span = 1
+ORDER BY step NULLS LAST, revision
+"""
+LATEST_SQL = """
+WITH chosen AS (
+    SELECT * FROM ablations WHERE span = 1 AND step IS NOT NULL
+      AND (CAST(:component AS VARCHAR) IS NULL OR component = :component)
+), most_collected AS (
+    SELECT model, arg_max(eval_set, n) AS eval_set FROM (
+        SELECT model, eval_set, count(*) AS n FROM chosen GROUP BY ALL) GROUP BY model
+), latest AS (
+    SELECT c.model, c.eval_set, max(c.step) AS step FROM chosen c
+    JOIN most_collected USING (model, eval_set) GROUP BY ALL
+)
+SELECT c.model, c.eval_set, c.step, c.component, c.layer, c.depth, c.n_layers, c.delta,
+       c.delta_ci_low, c.delta_ci_high
+FROM chosen c JOIN latest l USING (model, eval_set, step)
+ORDER BY c.model, c.component, c.layer
+"""
+
+
+# -- choosing what to draw -------------------------------------------------------------------
+def resolve_model(store, model: str | None, eval_set: str | None) -> tuple[str, str]:
+    """The model and eval set to draw: the only model unless one is named; the eval set with
+    the most results of that model unless one is named."""
+    known = store.sql("SELECT DISTINCT model FROM results ORDER BY model")["model"].tolist()
+    if not known:
+        raise LayerdbError("the store holds no results yet (collect or import some first)")
+    if model is None:
+        if len(known) > 1:
+            raise LayerdbError(f"the store holds several models ({', '.join(known)}): "
+                               "pass -p model=NAME")
+        model = known[0]
+    elif model not in known:
+        raise LayerdbError(f"no results for model {model!r}; models: {', '.join(known)}")
+    sets = store.sql("SELECT eval_set, count(*) AS n FROM results WHERE model = :model "
+                     "GROUP BY eval_set ORDER BY n DESC, eval_set", model=model)["eval_set"].tolist()
+    if eval_set is None:
+        eval_set = sets[0]
+    elif eval_set not in sets:
+        raise LayerdbError(f"model {model} has no results on eval set {eval_set!r}; "
+                           f"its eval sets: {', '.join(sets)}")
+    return model, eval_set
+
+
+def _eval_label(store, eval_set: str) -> str:
+    names = store.sql("SELECT name FROM eval_sets WHERE eval_set = :e", e=eval_set)["name"]
+    name = names.iloc[0] if len(names) and isinstance(names.iloc[0], str) else None
+    return f"{name} ({eval_set[:10]})" if name else eval_set[:16]
+
+
+def _ablations(store, model: str, eval_set: str, component: str | None = None) -> pd.DataFrame:
+    df = store.sql(ABLATIONS_SQL, model=model, eval_set=eval_set, component=component)
+    if df.empty:
+        raise LayerdbError(f"no ablation results for {model} on eval set {eval_set}")
+    return df
+
+
+# -- chart kinds ------------------------------------------------------------------------------
+def layer_loss_chart(store, model: str | None = None, eval_set: str | None = None,
+                     step: int | None = None, slider: bool = True):
+    """Loss by layer: the baseline and the ablated loss (with its 95% band), one panel per
+    component. With ``slider`` every checkpoint is embedded and a slider picks the frame
+    (starting at ``step``, default the latest); without it only ``step`` is drawn."""
+    alt = _altair()
+    model, eval_set = resolve_model(store, model, eval_set)
+    df = _ablations(store, model, eval_set)
+    frames = df[["step", "revision"]].drop_duplicates().reset_index(drop=True)
+    frames["frame"] = frames.index
+    frames["frame_label"] = [_frame_label(s, r) for s, r in zip(frames.step, frames.revision)]
+    if step is None:
+        start = int(frames["frame"].iloc[-1])
+    else:
+        match = frames.index[frames["step"] == step]
+        if len(match) == 0:
+            raise LayerdbError(f"{model} has no results at step {step}; steps: "
+                               + _list_steps(frames["step"]))
+        start = int(match[-1])
+    df = df.merge(frames, on=["step", "revision"])
+    df["band_low"] = df["baseline_loss"] + df["delta_ci_low"]
+    df["band_high"] = df["baseline_loss"] + df["delta_ci_high"]
+    df = _compact(df[["frame", "frame_label", "step", "component", "layer", "baseline_loss",
+                      "loss", "delta", "band_low", "band_high", "delta_ci_low", "delta_ci_high"]])
+    if not slider:
+        df = df[df["frame"] == start]
+
+    base = alt.Chart()
+    if slider:
+        picker = alt.param(name="checkpoint", value=start, bind=alt.binding_range(
+            min=0, max=int(frames["frame"].max()), step=1, name="checkpoint (slide) "))
+        base = base.transform_filter(alt.datum.frame == picker)
+    n_layers = int(df["layer"].max()) + 1
+    x = alt.X("layer:Q", title="layer", axis=alt.Axis(tickMinStep=1, format="d"),
+              scale=alt.Scale(domain=[0, max(n_layers - 1, 1)], nice=False))
+    loss_axis = alt.Y("loss:Q", title="loss (nats/token)", scale=alt.Scale(zero=False))
+    band = base.mark_area(opacity=0.18, color=ABLATED_COLOR).encode(
+        x=x, y=alt.Y("band_low:Q", scale=alt.Scale(zero=False)), y2="band_high:Q")
+    baseline = base.mark_line(color=BASELINE_COLOR, strokeDash=[6, 4]).encode(
+        x=x, y=alt.Y("baseline_loss:Q", scale=alt.Scale(zero=False)))
+    ablated = base.mark_line(color=ABLATED_COLOR, point=alt.OverlayMarkDef(size=28, color=ABLATED_COLOR)).encode(
+        x=x, y=loss_axis,
+        tooltip=["frame_label:N", "component:N", "layer:Q", alt.Tooltip("loss:Q", format=".4f"),
+                 alt.Tooltip("baseline_loss:Q", format=".4f"), alt.Tooltip("delta:Q", format="+.4f"),
+                 alt.Tooltip("delta_ci_low:Q", format="+.4f"),
+                 alt.Tooltip("delta_ci_high:Q", format="+.4f")])
+    layers = [band, baseline, ablated]
+    if slider:  # the frame's step, above each panel's plot, right-aligned
+        layers.append(base.mark_text(align="right", baseline="bottom", dy=-4, fontSize=12,
+                                     fontWeight="bold", color=ABLATED_COLOR).encode(
+            x=alt.value(PANEL_WIDTH), y=alt.value(0), text="frame_label:N",
+        ).transform_aggregate(frame_label="min(frame_label)"))
+    panel = alt.layer(*layers).properties(width=PANEL_WIDTH, height=200)
+    chart = panel.facet(data=df, column=_component_facet(alt)).resolve_scale(y="independent")
+    if slider:
+        chart = chart.add_params(picker)
+    subtitle = ("dashed: no ablation; solid: the layer dropped; band: 95% interval"
+                + ("" if slider else f"; {frames.frame_label[start]}"))
+    return _style(chart.properties(title=alt.Title(
+        f"Loss with one layer dropped: {model}", subtitle=[subtitle, _eval_label(store, eval_set)])))
+
+
+def heatmap_chart(store, model: str | None = None, eval_set: str | None = None):
+    """Delta (ablated - baseline loss) by layer and step, one panel per component; red = the
+    loss rises without the layer, blue = it falls; the step axis is symmetric-log."""
+    alt = _altair()
+    model, eval_set = resolve_model(store, model, eval_set)
+    df = _ablations(store, model, eval_set).dropna(subset=["step"])
+    if df.empty:
+        raise LayerdbError(f"{model} has no results at a known training step")
+    edges = step_cell_edges(sorted(df["step"].unique()))
+    df["step_from"] = df["step"].map(lambda s: edges[s][0])
+    df["step_to"] = df["step"].map(lambda s: edges[s][1])
+    df = _compact(df[["step", "revision", "component", "layer", "step_from", "step_to", "delta",
+                      "delta_ci_low", "delta_ci_high", "significant"]])
+    n_layers = int(df["layer"].max()) + 1
+    limit = float(np.nanmax(np.abs(df["delta"]))) or 1.0
+    diverging = alt.Scale(type="symlog", constant=max(limit / 200, 1e-4), scheme="redblue",
+                          reverse=True, domain=[-limit, limit], domainMid=0)
+    x_scale = alt.Scale(type="symlog", domain=[min(e[0] for e in edges.values()),
+                                               max(e[1] for e in edges.values())], nice=False)
+    cells = alt.Chart().mark_rect(strokeWidth=0.6).encode(
+        x=alt.X("step_from:Q", title="training step (symlog)", scale=x_scale,
+                axis=alt.Axis(values=step_ticks(edges), labelExpr=STEP_LABEL, grid=False)),
+        x2="step_to:Q",
+        y=alt.Y("layer:O", title="layer", sort="descending",
+                axis=alt.Axis(labelExpr=_every_nth_label(n_layers))),
+        color=alt.Color("delta:Q", title="Δ loss", scale=diverging),
+        stroke=alt.Stroke("delta:Q", scale=diverging, legend=None),
+        tooltip=["step:Q", "revision:N", "component:N", "layer:Q",
+                 alt.Tooltip("delta:Q", format="+.4f"), alt.Tooltip("delta_ci_low:Q", format="+.4f"),
+                 alt.Tooltip("delta_ci_high:Q", format="+.4f"), "significant:N"],
+    ).properties(width=PANEL_WIDTH, height=min(max(n_layers * 12, 120), 420))
+    chart = cells.facet(data=df, column=_component_facet(alt))
+    return _style(chart.properties(title=alt.Title(
+        f"Loss change when a layer is dropped, over training: {model}",
+        subtitle=["red: loss rises without the layer (it matters); blue: loss falls; "
+                  "colour on a symmetric-log scale", _eval_label(store, eval_set)])))
+
+
+def training_chart(store, model: str | None = None, eval_set: str | None = None,
+                   component: str | None = None):
+    """Loss over training steps (symmetric-log axis): the baseline (black) and the loss with
+    each layer dropped (coloured by layer), one panel per component."""
+    alt = _altair()
+    model, eval_set = resolve_model(store, model, eval_set)
+    df = _ablations(store, model, eval_set, component).dropna(subset=["step"])
+    baselines = store.sql(BASELINES_SQL, model=model, eval_set=eval_set).dropna(subset=["step"])
+    if df.empty:
+        raise LayerdbError(f"{model} has no results at a known training step")
+    panels = [c for c in COMPONENT_ORDER if c in set(df["component"])]
+    baselines = pd.concat([baselines.assign(component=c, layer=-1) for c in panels])
+    data = _compact(pd.concat([df[["step", "component", "layer", "loss"]],
+                               baselines[["step", "component", "layer", "loss"]]],
+                              ignore_index=True))
+    x = alt.X("step:Q", title="training step (symlog)", scale=alt.Scale(type="symlog"),
+              axis=alt.Axis(values=step_ticks(data["step"]), labelExpr=STEP_LABEL))
+    n_layers = int(df["layer"].max()) + 1
+    layers = alt.Chart().mark_line(strokeWidth=1.2, opacity=0.85).encode(
+        x=x, y=alt.Y("loss:Q", title="loss (nats/token)", scale=alt.Scale(zero=False)),
+        color=alt.Color("layer:Q", scale=alt.Scale(scheme="viridis", domain=[0, n_layers - 1]),
+                        title="layer dropped"),
+        detail="layer:N", tooltip=["component:N", "layer:Q"],
+    ).transform_filter(alt.datum.layer >= 0)
+    base = alt.Chart().mark_line(color="black", strokeWidth=2.5).encode(
+        x=x, y="loss:Q",
+        tooltip=["step:Q", alt.Tooltip("loss:Q", format=".4f", title="baseline loss")],
+    ).transform_filter(alt.datum.layer < 0)
+    chart = alt.layer(layers, base).properties(width=PANEL_WIDTH, height=220).facet(
+        data=data, column=_component_facet(alt, panels))
+    return _style(chart.properties(title=alt.Title(
+        f"Loss over training with each layer dropped: {model}",
+        subtitle=["black: no ablation; coloured: one layer dropped", _eval_label(store, eval_set)])))
+
+
+def compare_chart(store, models: list[str] | None = None, component: str | None = None):
+    """Delta by normalised depth (layer / (n_layers - 1)) for several models, each at its
+    latest step on its most-collected eval set; one panel per component."""
+    alt = _altair()
+    df = store.sql(LATEST_SQL, component=component)
+    if models:
+        unknown = sorted(set(models) - set(df["model"]))
+        if unknown:
+            raise LayerdbError(f"no results for model(s) {', '.join(unknown)}; models: "
+                               f"{', '.join(sorted(set(df['model']))) or 'none'}")
+        df = df[df["model"].isin(models)]
+    if df.empty:
+        raise LayerdbError("no ablation results at a known step to compare")
+    df["model_label"] = [f"{m} ({n} layers, step {s})"
+                         for m, n, s in zip(df["model"], df["n_layers"], df["step"])]
+    df["depth"] = df["depth"].fillna(0.0)
+    panels = [c for c in COMPONENT_ORDER if c in set(df["component"])]
+    limit = float(np.nanmax(np.abs(df["delta"]))) or 1.0
+    chart = alt.Chart().mark_line(point=alt.OverlayMarkDef(size=30), strokeWidth=2).encode(
+        x=alt.X("depth:Q", title="normalised depth (0 = first layer, 1 = last)",
+                scale=alt.Scale(domain=[0, 1])),
+        y=alt.Y("delta:Q", title="Δ loss (symlog)",
+                scale=alt.Scale(type="symlog", constant=max(limit / 100, 1e-4)),
+                axis=alt.Axis(tickCount=6)),
+        color=alt.Color("model_label:N", title="model", legend=alt.Legend(
+            orient="bottom", direction="vertical", labelLimit=600)),
+        tooltip=["model:N", "step:Q", "layer:Q", alt.Tooltip("depth:Q", format=".2f"),
+                 alt.Tooltip("delta:Q", format="+.4f")],
+    ).properties(width=PANEL_WIDTH, height=220)
+    data = _compact(df[["model", "model_label", "step", "component", "layer", "depth", "delta"]])
+    chart = chart.facet(data=data, column=_component_facet(alt, panels))
+    return _style(chart.properties(title=alt.Title(
+        "Models compared on normalised depth",
+        subtitle="loss change when one layer is dropped, each model at its latest step")))
+
+
+CHARTS = {  # kind -> (function, its parameters and their types as named queries declare them)
+    "layer-loss": (layer_loss_chart, {"model": "text", "eval_set": "text", "step": "int"}),
+    "heatmap": (heatmap_chart, {"model": "text", "eval_set": "text"}),
+    "training": (training_chart, {"model": "text", "eval_set": "text", "component": "text"}),
+    "compare": (compare_chart, {"models": "text", "component": "text"}),
+}
+
+
+def make_chart(store, kind: str, *, for_format: str = ".html", **params: Any):
+    """Build chart ``kind`` from parameters given as strings (CLI) or typed values (Python).
+    ``models`` takes a comma list; ``for_format`` decides whether layer-loss gets its slider."""
+    if kind not in CHARTS:
+        raise LayerdbError(f"unknown chart kind {kind!r}; kinds: {', '.join(CHARTS)}")
+    function, declared = CHARTS[kind]
+    unknown = sorted(set(params) - set(declared))
+    if unknown:
+        raise LayerdbError(f"chart {kind}: unknown parameter(s) {', '.join(unknown)} "
+                           f"(it takes: {', '.join(declared)})")
+    values = {k: convert(v, declared[k], f"chart {kind}: parameter {k}") for k, v in params.items()}
+    if isinstance(values.get("models"), str):
+        values["models"] = [m.strip() for m in values["models"].split(",") if m.strip()]
+    if kind == "layer-loss":
+        values["slider"] = for_format in (".html", ".json")
+    return function(store, **values)
+
+
+def write_chart(store, kind: str, path: str | Path, **params: Any) -> Path:
+    """Build chart ``kind`` and save it to ``path`` (.html, .png, .svg or .json)."""
+    suffix = _check_path(path)
+    save_chart(make_chart(store, kind, for_format=suffix, **params), path)
+    return Path(path)
+
+
+def save_chart(chart, path: str | Path) -> None:
+    """Save by extension: .html with the Vega JavaScript inlined (works offline), .png (2x),
+    .svg, or .json (the Vega-Lite spec, data included)."""
+    suffix = _check_path(path)
+    alt = _altair()
+    with alt.data_transformers.disable_max_rows():  # full sweeps are ~15k rows
+        if suffix == ".html":
+            chart.save(str(path), format="html", inline=True)
+        elif suffix == ".png":
+            chart.save(str(path), format="png", scale_factor=2)
+        else:
+            chart.save(str(path), format=suffix[1:])
+
+
+def chart_spec(chart) -> dict:
+    """The Vega-Lite spec of a chart as a dict, with all its rows."""
+    alt = _altair()
+    with alt.data_transformers.disable_max_rows():
+        return chart.to_dict()
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def step_cell_edges(steps: list[int]) -> dict[int, tuple[float, float]]:
+    """Each step's cell [from, to) on a symlog axis: borders half-way (in log1p space) to its
+    neighbours, so cells tile the axis whatever the checkpoint schedule."""
+    t = np.log1p(np.asarray(steps, dtype=float))
+    if len(t) == 1:
+        bounds = np.array([t[0] - 0.5, t[0] + 0.5])
+    else:
+        mids = (t[1:] + t[:-1]) / 2
+        bounds = np.concatenate([[t[0] - (mids[0] - t[0])], mids, [t[-1] + (t[-1] - mids[-1])]])
+    edges = np.expm1(bounds)
+    return {int(s): (float(edges[i]), float(edges[i + 1])) for i, s in enumerate(steps)}
+
+
+def step_ticks(steps) -> list[int]:
+    """Powers of ten within the steps' range; the steps themselves when that gives too few."""
+    steps = sorted({int(s) for s in steps})
+    ticks = [t for t in STEP_TICKS if steps[0] <= t <= steps[-1]]
+    return ticks if len(ticks) >= 3 else steps[:: max(1, len(steps) // 8)]
+
+
+def _check_path(path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in SAVE_FORMATS:
+        raise LayerdbError(f"cannot tell the format of {path}: use one of {', '.join(SAVE_FORMATS)}")
+    parent = Path(path).parent
+    if not parent.exists():
+        raise LayerdbError(f"cannot write {path}: folder {parent} does not exist")
+    return suffix
+
+
+def _component_facet(alt, panels: list[str] | None = None):
+    return alt.Facet("component:N", title=None, sort=panels or COMPONENT_ORDER,
+                     header=alt.Header(labelExpr=_component_label_expr(), labelFontSize=12,
+                                       labelFontWeight="bold"))
+
+
+def _component_label_expr() -> str:
+    cases = " : ".join(f"datum.value == '{k}' ? '{v}'" for k, v in COMPONENT_TITLES.items())
+    return f"{cases} : datum.value"
+
+
+def _every_nth_label(n_layers: int) -> str:
+    every = max(1, math.ceil(n_layers / 16))
+    return f"datum.value % {every} == 0 ? datum.label : ''"
+
+
+def _frame_label(step, revision: str) -> str:
+    if step is None or pd.isna(step):
+        return revision
+    label = f"step {int(step):,}"
+    return label if revision == f"step{int(step)}" else f"{label} ({revision})"
+
+
+def _list_steps(steps: pd.Series) -> str:
+    known = [str(int(s)) for s in steps.dropna().unique()]
+    return ", ".join(known[:12]) + (" ..." if len(known) > 12 else "")
+
+
+def _compact(df: pd.DataFrame) -> pd.DataFrame:
+    """Round floats to 6 significant digits: the embedded data is a third of the size."""
+    out = df.copy()
+    for col in out.columns:
+        if pd.api.types.is_float_dtype(out[col]):
+            out[col] = [float(f"{v:.6g}") if pd.notna(v) else None for v in out[col]]
+    return out
+
+
+def _style(chart):
+    return chart.configure_view(stroke="#e5e7eb").configure_axis(
+        labelColor="#374151", titleColor="#111827", gridColor="#f1f5f9", labelFontSize=11,
+    ).configure_title(anchor="start", fontSize=15, subtitleColor="#4b5563", subtitleFontSize=12
+    ).configure_legend(labelFontSize=11, titleFontSize=11)
+
+
+def _altair():
+    import altair as alt
+
+    return alt

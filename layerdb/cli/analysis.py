@@ -1,5 +1,103 @@
-"""Commands of this module are registered on the main group by register()."""
+"""Asking and showing: ``queries``, ``query``, ``chart``, ``report``."""
+from __future__ import annotations
+
+import click
+
+from ..errors import LayerdbError
+from .common import console_err, open_store, output_options, param_option, print_rows
+
+CHART_KINDS = ("layer-loss", "heatmap", "training", "compare")  # as in layerdb.charts.CHARTS
+
+
+@click.command("queries")
+@output_options
+def queries(fmt: str, output: str | None) -> None:
+    """List the named queries with their descriptions and parameters (with defaults).
+
+    Parameters without a default are required. Pass them to `layerdb query` as -p KEY=VALUE.
+
+    Example: layerdb queries --format markdown
+    """
+    from ..named_queries import queries_table
+
+    print_rows(queries_table(), fmt, output, title="named queries")
+
+
+@click.command("query")
+@click.argument("name")
+@param_option
+@output_options
+@click.pass_context
+def query(ctx, name: str, params: dict, fmt: str, output: str | None) -> None:
+    """Run the named query NAME (see `layerdb queries`) and print its rows.
+
+    Values are converted to the parameter's declared type (int, float, bool: true/false,
+    text); an empty value (-p step=) means NULL, which for the filters means "all".
+
+    Example: layerdb query lowers-loss -p model=EleutherAI/pythia-2.8b -p significant_only=true
+    """
+    from ..named_queries import get_query, run_query
+
+    named = get_query(name)  # an unknown name fails before the store is opened
+    named.bind(params)
+    with open_store(ctx) as store:
+        df = run_query(store, name, **params)
+    print_rows(df, fmt, output, title=name)
+
+
+@click.command("chart")
+@click.argument("kind", type=click.Choice(CHART_KINDS))
+@param_option
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
+              help="The file to write: .html (self-contained), .png, .svg or .json (Vega-Lite).")
+@click.pass_context
+def chart(ctx, kind: str, params: dict, output: str) -> None:
+    """Draw a chart of KIND and write it to a file; the format follows the extension.
+
+    \b
+    layer-loss  loss by layer, baseline vs ablated, one panel per component; in HTML a
+                slider steps through the checkpoints (-p step=N: the frame for PNG/SVG)
+    heatmap     loss change by layer x step (log step axis), red = the layer matters
+    training    loss over steps for the baseline and each layer's ablation
+    compare     models side by side on normalised depth, each at its latest step
+    \b
+    Parameters: model, eval_set (layer-loss, heatmap, training; needed when the store holds
+    several models), step (layer-loss), component (training, compare), models (compare: a
+    comma list).
+
+    Example: layerdb chart heatmap -p model=EleutherAI/pythia-2.8b -o heatmap.html
+    """
+    from ..charts import write_chart
+
+    with open_store(ctx) as store:
+        path = write_chart(store, kind, output, **params)
+    console_err.print(f"wrote {kind} chart to {path}")
+
+
+@click.command("report")
+@click.option("--model", "-m", "models", multiple=True, metavar="MODEL",
+              help="A model to include; repeat for more (default: every model with results).")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
+              help="The HTML file to write.")
+@click.pass_context
+def report(ctx, models: tuple[str, ...], output: str) -> None:
+    """Write one self-contained HTML report (opens offline) comparing the models.
+
+    Per model: summary (layers, checkpoints, eval set, provenance), duplicate-checkpoint and
+    coverage warnings, the heatmap, the layer-loss chart, the most important layers and the
+    significant lowers-loss cases; across models the compare chart.
+
+    Example: layerdb report --model EleutherAI/pythia-160m --model EleutherAI/pythia-410m -o report.html
+    """
+    from ..report import write_report
+
+    if not output.lower().endswith((".html", ".htm")):
+        raise LayerdbError(f"a report is an HTML file: give -o a path ending in .html, not {output}")
+    with open_store(ctx) as store:
+        path = write_report(store, output, list(models) or None)
+    console_err.print(f"wrote report to {path}")
 
 
 def register(main) -> None:
-    pass
+    for command in (queries, query, chart, report):
+        main.add_command(command)

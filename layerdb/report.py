@@ -1,0 +1,345 @@
+"""One self-contained HTML report comparing the models in a store (works offline).
+
+Per model: a summary (layers, checkpoints, eval set, provenance from runs), warnings
+(duplicate checkpoints, incomplete coverage), the heatmap and the layer-loss chart (latest
+step, with a slider), the most important layers and the significant lowers-loss cases.
+Across models: the compare chart. The Vega JavaScript is inlined once; every chart is a
+Vega-Lite spec with its rows, drawn by vega-embed when the page opens.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import numbers
+from pathlib import Path
+
+import pandas as pd
+
+from . import charts
+from .errors import LayerdbError
+from .named_queries import run_query
+
+MAX_TABLE_ROWS = 50  # longer tables show the first rows and say how many more
+
+MODEL_SQL = "SELECT * FROM models WHERE model = :model"
+CHECKPOINTS_SQL = """
+SELECT count(DISTINCT revision) AS collected, min(step) AS first_step, max(step) AS last_step,
+       (SELECT count(*) FROM checkpoints c WHERE c.model = :model) AS known
+FROM results WHERE model = :model
+"""
+EVAL_SETS_SQL = """
+SELECT r.eval_set, e.name, e.source, e.tokenizer, e.n_sequences, e.seq_len, e.n_tokens,
+       e.n_bytes, count(*) AS result_rows
+FROM results r LEFT JOIN eval_sets e USING (eval_set)
+WHERE r.model = :model
+GROUP BY ALL ORDER BY result_rows DESC, r.eval_set
+"""
+RUNS_SQL = """
+SELECT count(*) AS runs,
+       string_agg(DISTINCT status, ', ') AS statuses,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       string_agg(DISTINCT device, ', ') AS devices,
+       string_agg(DISTINCT dtype, ', ') AS dtypes,
+       string_agg(DISTINCT host, ', ') AS hosts,
+       string_agg(DISTINCT 'layerdb ' || layerdb_version || ', torch ' || torch_version
+                  || ', transformers ' || transformers_version, '; ') AS versions,
+       min(started_at) AS first_started, max(finished_at) AS last_finished,
+       sum(wall_seconds) AS wall_seconds
+FROM runs WHERE model = :model
+"""
+
+
+def build_report(store, models: list[str] | None = None) -> str:
+    """The report's HTML text for ``models`` (default: every model with results)."""
+    known = store.sql("SELECT DISTINCT model FROM results ORDER BY model")["model"].tolist()
+    if not known:
+        raise LayerdbError("the store holds no results yet (collect or import some first)")
+    models = list(dict.fromkeys(models)) if models else known
+    unknown = [m for m in models if m not in known]
+    if unknown:
+        raise LayerdbError(f"no results for model(s) {', '.join(unknown)}; "
+                           f"models: {', '.join(known)}")
+    specs: list[dict] = []
+    sections = [_model_section(store, model, specs) for model in models]
+    overview = _overview(store, models)
+    if len(models) > 1:
+        overview += "<h2>Models compared</h2>" + _chart(
+            lambda: charts.compare_chart(store, models=models), specs)
+    nav = "".join(f'<a href="#{_anchor(m)}">{_e(m)}</a>' for m in models)
+    generated = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    return PAGE.format(
+        title=_e("layerdb report: " + ", ".join(models)), css=CSS,
+        header=f"<h1>Layer ablation report</h1><p>{len(models)} model(s) from "
+               f"<code>{_e(Path(store.path).name)}</code> · generated {generated}</p>",
+        nav=nav, body=overview + "".join(sections),
+        script=_vega_bundle(), specs=_script_json(specs),
+    )
+
+
+def write_report(store, path: str | Path, models: list[str] | None = None) -> Path:
+    """Write the report to ``path`` (an .html file)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise LayerdbError(f"a report is an HTML file: give a path ending in .html, not {path}")
+    if not path.parent.exists():
+        raise LayerdbError(f"cannot write {path}: folder {path.parent} does not exist")
+    path.write_text(build_report(store, models), encoding="utf-8")
+    return path
+
+
+# -- sections ---------------------------------------------------------------------------------
+def _overview(store, models: list[str]) -> str:
+    rows = []
+    for model in models:
+        info = store.sql(MODEL_SQL, model=model)
+        ckpt = store.sql(CHECKPOINTS_SQL, model=model).iloc[0]
+        lowers = run_query(store, "lowers-loss", model=model, significant_only=True)
+        dupes = run_query(store, "duplicate-checkpoints", model=model)
+        rows.append({
+            "model": f'<a href="#{_anchor(model)}">{_e(model)}</a>',
+            "layers": _e(_value(info["n_layers"].iloc[0]) if len(info) else "?"),
+            "checkpoints": _e(_value(ckpt["collected"])),
+            "steps": _e(_step_range(ckpt)),
+            "significant lowers-loss": _e(len(lowers)),
+            "duplicate checkpoints": _badge(len(dupes), "warn") if len(dupes) else "0",
+        })
+    return "<h2>Overview</h2>" + _html_table(pd.DataFrame(rows), escape=False)
+
+
+def _model_section(store, model: str, specs: list[dict]) -> str:
+    parts = [f'<section id="{_anchor(model)}"><h2>{_e(model)}</h2>',
+             _summary_cards(store, model), _warnings(store, model),
+             "<h3>Loss change over training</h3>",
+             _chart(lambda: charts.heatmap_chart(store, model=model), specs),
+             "<h3>Loss by layer</h3>"
+             "<p class='hint'>Starts at the latest checkpoint; move the slider to step "
+             "through training.</p>",
+             _chart(lambda: charts.layer_loss_chart(store, model=model), specs),
+             "<h3>Most important layers at the latest step</h3>", _top_layers(store, model),
+             "<h3>Ablations that lower the loss significantly</h3>", _lowers(store, model),
+             "</section>"]
+    return "".join(parts)
+
+
+def _summary_cards(store, model: str) -> str:
+    info = store.sql(MODEL_SQL, model=model)
+    ckpt = store.sql(CHECKPOINTS_SQL, model=model).iloc[0]
+    sets = store.sql(EVAL_SETS_SQL, model=model)
+    runs = store.sql(RUNS_SQL, model=model).iloc[0]
+    m = info.iloc[0] if len(info) else pd.Series(dtype=object)
+    architecture = {
+        "layers": m.get("n_layers"), "d_model": m.get("d_model"), "heads": m.get("n_heads"),
+        "parameters": _params(m.get("n_params")), "family": m.get("family"),
+        "class": m.get("architecture"),
+        "residual": None if pd.isna(m.get("parallel_residual", None)) else
+        ("parallel" if m.get("parallel_residual") else "sequential"),
+    }
+    checkpoints = {"collected": ckpt["collected"], "known": ckpt["known"],
+                   "steps": _step_range(ckpt)}
+    cards = [_card("Architecture", architecture), _card("Checkpoints", checkpoints)]
+    for _, s in sets.iterrows():
+        cards.append(_card(f"Eval set {s['name'] if isinstance(s['name'], str) else ''}", {
+            "id": s["eval_set"], "source": s["source"], "tokenizer": s["tokenizer"],
+            "sequences": _shape(s["n_sequences"], s["seq_len"]), "tokens": s["n_tokens"],
+            "bytes": s["n_bytes"], "result rows": s["result_rows"]}))
+    wall = runs["wall_seconds"]
+    cards.append(_card("Provenance", {
+        "runs": runs["runs"], "status": runs["statuses"], "failed": runs["failed"] or None,
+        "device": runs["devices"], "dtype": runs["dtypes"], "host": runs["hosts"],
+        "software": runs["versions"], "first started": runs["first_started"],
+        "last finished": runs["last_finished"],
+        "compute": None if pd.isna(wall) else f"{wall / 3600:.2f} h"}))
+    return f'<div class="cards">{"".join(cards)}</div>'
+
+
+def _warnings(store, model: str) -> str:
+    notes = []
+    dupes = run_query(store, "duplicate-checkpoints", model=model)
+    for fingerprint, group in dupes.groupby("weights_fingerprint", sort=False):
+        revisions = ", ".join(group["revision"])
+        notes.append(f"<b>Same weights:</b> {_e(revisions)} share the fingerprint "
+                     f"<code>{_e(str(fingerprint)[:16])}</code>; their results are not "
+                     "independent evidence about training.")
+    coverage = run_query(store, "coverage", model=model)
+    gaps = coverage[coverage["missing"].fillna("") != ""]
+    for _, row in gaps.head(MAX_TABLE_ROWS).iterrows():
+        notes.append(f"<b>Incomplete:</b> {_e(row['revision'])} lacks {_e(row['missing'])}.")
+    if len(gaps) > MAX_TABLE_ROWS:
+        notes.append(f"… and {len(gaps) - MAX_TABLE_ROWS} more incomplete revisions "
+                     "(see <code>layerdb query coverage</code>).")
+    if not notes:
+        return '<p class="ok">No duplicate checkpoints; every collected revision is complete.</p>'
+    return '<div class="warnings">' + "".join(f"<p>{n}</p>" for n in notes) + "</div>"
+
+
+def _top_layers(store, model: str) -> str:
+    ranked = run_query(store, "layer-importance", model=model)
+    top = ranked[ranked["rank"] <= 3]
+    if top.empty:
+        return "<p class='hint'>No ablation results at a known step.</p>"
+    cols = ["component", "rank", "layer", "depth", "delta", "delta_ci_low", "delta_ci_high", "step"]
+    return _html_table(top[cols])
+
+
+def _lowers(store, model: str) -> str:
+    df = run_query(store, "lowers-loss", model=model, significant_only=True)
+    if df.empty:
+        return "<p class='ok'>None: no ablation lowers the loss with its interval below zero.</p>"
+    cols = ["revision", "step", "component", "layer", "baseline_loss", "loss", "delta",
+            "delta_ci_low", "delta_ci_high"]
+    more = len(df) - MAX_TABLE_ROWS
+    note = (f"<p class='hint'>First {MAX_TABLE_ROWS} of {len(df)}; all of them: <code>layerdb "
+            f"query lowers-loss -p model={_e(model)} -p significant_only=true</code></p>"
+            if more > 0 else "")
+    return _html_table(df[cols].head(MAX_TABLE_ROWS)) + note
+
+
+def _chart(build, specs: list[dict]) -> str:
+    """A placeholder the page script fills with the chart; a note if the chart cannot be made."""
+    try:
+        spec = charts.chart_spec(build())
+    except LayerdbError as exc:
+        return f"<p class='hint'>No chart: {_e(exc)}</p>"
+    specs.append(spec)
+    return f'<div class="chart" id="chart-{len(specs) - 1}"></div>'
+
+
+# -- small HTML helpers ------------------------------------------------------------------------
+def _card(title: str, fields: dict) -> str:
+    rows = "".join(f"<dt>{_e(k)}</dt><dd>{_e(_value(v))}</dd>" for k, v in fields.items()
+                   if _value(v) != "")
+    return f'<div class="card"><h4>{_e(title)}</h4><dl>{rows}</dl></div>'
+
+
+def _html_table(df: pd.DataFrame, escape: bool = True) -> str:
+    head = "".join(f"<th>{_e(c)}</th>" for c in df.columns)
+    body = []
+    for row in df.itertuples(index=False):
+        cells = []
+        for value in row:
+            numeric = isinstance(value, numbers.Number) and not isinstance(value, bool)
+            text = _value(value) if escape else str(value)
+            cells.append(f'<td class="{"num" if numeric else ""}">'
+                         f'{_e(text) if escape else text}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _value(v) -> str:
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool) and abs(v) >= 10_000:
+        return f"{v:,}"
+    if isinstance(v, pd.Timestamp):
+        return v.strftime("%Y-%m-%d %H:%M")
+    return str(v)
+
+
+def _step_range(ckpt) -> str:
+    first, last = ckpt["first_step"], ckpt["last_step"]
+    if pd.isna(first):
+        return "unknown"
+    return f"{int(first):,}" if first == last else f"{int(first):,} – {int(last):,}"
+
+
+def _params(n) -> str | None:
+    if n is None or pd.isna(n):
+        return None
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return str(int(n))
+
+
+def _shape(n_sequences, seq_len) -> str | None:
+    if pd.isna(n_sequences) or pd.isna(seq_len):
+        return None
+    return f"{int(n_sequences):,} × {int(seq_len):,} tokens"
+
+
+def _badge(text, kind: str) -> str:
+    return f'<span class="badge {kind}">{_e(text)}</span>'
+
+
+def _anchor(model: str) -> str:
+    return "model-" + "".join(c if c.isalnum() else "-" for c in model)
+
+
+def _e(text) -> str:
+    return html.escape(str(text))
+
+
+def _script_json(value) -> str:
+    """JSON safe inside a <script> element."""
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def _vega_bundle() -> str:
+    import vl_convert
+    from altair.utils._importers import vl_version_for_vl_convert
+
+    return vl_convert.javascript_bundle(vl_version=vl_version_for_vl_convert())
+
+
+CSS = """
+:root { --ink:#111827; --muted:#4b5563; --line:#e5e7eb; --bg:#f8fafc; --accent:#c2410c; }
+* { box-sizing: border-box; }
+body { margin:0; font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
+       color:var(--ink); background:var(--bg); }
+header { background:#1f2937; color:#f9fafb; padding:28px 40px 18px; }
+header h1 { margin:0 0 4px; font-size:26px; font-weight:650; }
+header p { margin:0; color:#d1d5db; }
+header code { color:#fde68a; }
+nav { display:flex; flex-wrap:wrap; gap:6px; margin-top:14px; }
+nav a { color:#f9fafb; background:#374151; padding:3px 10px; border-radius:999px;
+        text-decoration:none; font-size:13px; }
+main { max-width:1240px; margin:0 auto; padding:8px 40px 60px; }
+h2 { margin:36px 0 12px; font-size:21px; border-bottom:2px solid var(--line); padding-bottom:6px; }
+section h2 { color:var(--accent); }
+h3 { margin:26px 0 8px; font-size:16px; }
+.cards { display:grid; grid-template-columns:repeat(auto-fill,minmax(260px,1fr)); gap:12px; }
+.card { background:#fff; border:1px solid var(--line); border-radius:8px; padding:12px 14px; }
+.card h4 { margin:0 0 8px; font-size:13px; text-transform:uppercase; letter-spacing:.04em;
+           color:var(--muted); }
+.card dl { display:grid; grid-template-columns:max-content 1fr; gap:2px 12px; margin:0;
+           font-size:13px; }
+.card dt { color:var(--muted); } .card dd { margin:0; overflow-wrap:anywhere; }
+.chart { background:#fff; border:1px solid var(--line); border-radius:8px; padding:12px;
+         overflow-x:auto; }
+table { border-collapse:collapse; background:#fff; font-size:13px; border:1px solid var(--line); }
+th, td { padding:5px 10px; border-bottom:1px solid var(--line); text-align:left; }
+th { background:#f3f4f6; font-weight:600; }
+td.num { text-align:right; font-variant-numeric:tabular-nums; }
+tbody tr:nth-child(even) { background:#fafafa; }
+.warnings { background:#fffbeb; border:1px solid #fcd34d; border-radius:8px; padding:4px 14px;
+            margin-top:12px; }
+.warnings p { margin:8px 0; }
+.ok { color:#166534; } .hint { color:var(--muted); font-size:13px; }
+.badge { display:inline-block; padding:0 8px; border-radius:999px; font-weight:600; }
+.badge.warn { background:#fef3c7; color:#92400e; }
+.vega-embed .vega-bindings { margin-top:6px; font-size:13px; }
+"""
+
+PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>{css}</style>
+<script>{script}</script>
+</head>
+<body>
+<header>{header}<nav>{nav}</nav></header>
+<main>{body}</main>
+<script>
+const specs = {specs};
+const options = {{renderer: "svg", actions: {{export: true, source: false, compiled: false, editor: false}}}};
+specs.forEach((spec, i) => vegaEmbed("#chart-" + i, spec, options).catch(console.error));
+</script>
+</body>
+</html>
+"""

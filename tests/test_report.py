@@ -1,0 +1,83 @@
+"""The HTML report: its content, self-containment, and that it really draws in a browser."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from layerdb import LayerdbError
+from layerdb.cli import main
+from layerdb.report import build_report, write_report
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
+                 if shutil.which(n)), None)
+
+
+@pytest.fixture(scope="module")
+def report_html(results_db, tmp_path_factory):
+    from layerdb import Store
+
+    path = tmp_path_factory.mktemp("report") / "report.html"
+    with Store.open(results_db, read_only=True) as store:
+        write_report(store, path)
+    return path
+
+
+def test_report_content(report_html):
+    text = report_html.read_text()
+    page = text.split("</script>", 1)[1]  # after the inlined Vega bundle
+    for expected in ("acme/small", "acme/large", "Models compared", "GPTNeoXForCausalLM",
+                     "stdlib-small", "layerdb 0.1.0, torch 2.13.0, transformers 5.0.0",
+                     "<b>Same weights:</b> step2, step4",
+                     "<b>Incomplete:</b> step4 lacks mlp layers 5.",
+                     "<b>Incomplete:</b> step8 lacks everything (no results)."):
+        assert expected in page, expected
+    # acme/small's significant lowers-loss case is listed, acme/large's insignificant one is not
+    assert re.search(r"<td[^>]*>step4</td><td[^>]*>4</td><td[^>]*>attn</td><td[^>]*>1</td>", page)
+    assert "None: no ablation lowers the loss" in page
+    assert page.count('class="chart"') == 5  # compare + (heatmap, layer-loss) per model
+
+
+def test_report_is_self_contained(report_html):
+    text = report_html.read_text()
+    assert not re.search(r"<script[^>]*\bsrc\s*=", text, re.IGNORECASE)
+    assert not re.search(r"<link[^>]*\bhref\s*=", text, re.IGNORECASE)
+    assert "vegaEmbed" in text
+
+
+def test_report_model_choice_and_mistakes(results_store, tmp_path):
+    one = build_report(results_store, ["acme/large"])
+    assert "acme/small" not in one.split("</script>", 1)[1] and "Models compared" not in one
+    with pytest.raises(LayerdbError, match=r"no results for model\(s\) nope"):
+        build_report(results_store, ["nope"])
+    with pytest.raises(LayerdbError, match="ending in .html"):
+        write_report(results_store, tmp_path / "report.pdf")
+
+
+def test_cli_report(results_db, tmp_path):
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(main, ["--db", results_db, "report", "-m", "acme/small",
+                                       "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "acme/small" in out.read_text()
+    bad = CliRunner().invoke(main, ["--db", results_db, "report", "-m", "x", "-o", str(out)])
+    assert bad.exit_code == 1 and "no results for model(s) x" in bad.output
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (CI installs it: .ci/run)")
+def test_report_renders_in_headless_chromium(report_html, tmp_path):
+    dom = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--no-first-run", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000", "--dump-dom",
+         report_html.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    ).stdout
+    charts = len(re.findall(r'class="chart vega-embed', dom))
+    drawn = len(re.findall(r'<svg[^>]*class="marks"', dom))
+    assert charts == 5 and drawn == 5, f"{drawn} of {charts} charts drawn"
+    fills = set(re.findall(r'fill="([^"]+)"', dom))
+    assert len(fills) >= 20, f"only {len(fills)} distinct fill colours: a blank page?"

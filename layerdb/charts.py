@@ -48,18 +48,20 @@ ORDER BY step NULLS LAST, revision
 """
 LATEST_SQL = """
 WITH chosen AS (
-    SELECT * FROM ablations WHERE span = 1 AND step IS NOT NULL
+    SELECT * FROM ablations WHERE span = 1
       AND (CAST(:component AS VARCHAR) IS NULL OR component = :component)
 ), most_collected AS (
     SELECT model, arg_max(eval_set, n) AS eval_set FROM (
         SELECT model, eval_set, count(*) AS n FROM chosen GROUP BY ALL) GROUP BY model
-), latest AS (
+), latest AS (  -- a model known only by step-less revisions (e.g. local) keeps those
     SELECT c.model, c.eval_set, max(c.step) AS step FROM chosen c
     JOIN most_collected USING (model, eval_set) GROUP BY ALL
 )
-SELECT c.model, c.eval_set, c.step, c.component, c.layer, c.depth, c.n_layers, c.delta,
-       c.delta_ci_low, c.delta_ci_high
-FROM chosen c JOIN latest l USING (model, eval_set, step)
+SELECT c.model, c.eval_set, c.revision, c.step, c.component, c.layer, c.depth, c.n_layers,
+       c.delta, c.delta_ci_low, c.delta_ci_high
+FROM chosen c
+JOIN latest l ON l.model = c.model AND l.eval_set = c.eval_set
+             AND c.step IS NOT DISTINCT FROM l.step
 ORDER BY c.model, c.component, c.layer
 """
 
@@ -239,7 +241,8 @@ def training_chart(store, model: str | None = None, eval_set: str | None = None,
 
 def compare_chart(store, models: list[str] | None = None, component: str | None = None):
     """Delta by normalised depth (layer / (n_layers - 1)) for several models, each at its
-    latest step on its most-collected eval set; one panel per component."""
+    latest step (or its step-less revision) on its most-collected eval set; one panel per
+    component."""
     alt = _altair()
     df = store.sql(LATEST_SQL, component=component)
     if models:
@@ -249,9 +252,9 @@ def compare_chart(store, models: list[str] | None = None, component: str | None 
                                f"{', '.join(sorted(set(df['model']))) or 'none'}")
         df = df[df["model"].isin(models)]
     if df.empty:
-        raise LayerdbError("no ablation results at a known step to compare")
-    df["model_label"] = [f"{m} ({n} layers, step {s})"
-                         for m, n, s in zip(df["model"], df["n_layers"], df["step"])]
+        raise LayerdbError("no ablation results to compare")
+    df["model_label"] = [f"{m} ({n} layers, {_frame_label(s, r)})" for m, n, s, r
+                         in zip(df["model"], df["n_layers"], df["step"], df["revision"])]
     df["depth"] = df["depth"].fillna(0.0)
     panels = [c for c in COMPONENT_ORDER if c in set(df["component"])]
     limit = float(np.nanmax(np.abs(df["delta"]))) or 1.0

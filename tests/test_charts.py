@@ -118,3 +118,19 @@ def test_altair_is_imported_lazily():
     code = "import sys, layerdb, layerdb.cli; print('altair' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_compare_keeps_a_model_known_only_by_a_local_revision(db_path):
+    from layerdb.charts import compare_chart
+
+    rows = [dict(model="local/tiny", revision="local", eval_set="e", component="none", layer=-1,
+                 loss=3.0)]
+    rows += [dict(model="local/tiny", revision="local", eval_set="e", component=c, layer=layer,
+                  loss=3.5) for c in ("block", "attn", "mlp") for layer in range(2)]
+    with Store.open(db_path) as store:
+        store.upsert("models", [dict(model="local/tiny", n_layers=2)])
+        store.write_results(rows)
+        spec = chart_spec(compare_chart(store))
+    (values,) = spec["datasets"].values()
+    assert {row["model_label"] for row in values} == {"local/tiny (2 layers, local)"}
+    assert len(values) == 6

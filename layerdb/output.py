@@ -66,13 +66,23 @@ def _print_table(df, output, title, console) -> None:
         table.add_column(str(col), justify="right" if numeric else "left")
     for row in df.itertuples(index=False):
         table.add_row(*(_cell(v) for v in row))
+    console = console or Console()
     if output:
         with open(output, "w") as fh:
-            Console(file=fh, width=200).print(table)
+            Console(file=fh, width=_natural_width(console, table)).print(table)
+    elif not console.is_terminal:  # piped: do not squeeze the table into 80 columns
+        Console(file=console.file, width=_natural_width(console, table)).print(table)
     else:
-        (console or Console()).print(table)
+        console.print(table)
     if df.empty and not output:
         (console or Console()).print("[dim](no rows)[/dim]")
+
+
+def _natural_width(console, table) -> int:
+    from rich.console import Console
+
+    wide = Console(width=10_000)
+    return max(80, min(wide.measure(table).maximum, 10_000))
 
 
 def _cell(value) -> str:

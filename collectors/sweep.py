@@ -44,7 +44,7 @@ class SweepOptions:
     batch_size: int = 8  # sequences per forward pass
     reuse_prefix: bool = True  # False: the naive sweep, one full forward per ablation
     method: str = "zero"
-    logits_chunk: int = 2**24  # at most this many float32 logits exist at once
+    logits_chunk: int | None = None  # float32 logits alive at once; None: 2**22 CPU, 2**26 GPU
 
     def __post_init__(self):
         unknown = [c for c in self.components if c not in ABLATED_COMPONENTS]
@@ -73,11 +73,12 @@ def sweep_losses(model, family: Family, ids: torch.Tensor, options: SweepOptions
     keys = [BASELINE] + ablations(len(layers), options.components)
     parts: dict[Key, list[torch.Tensor]] = {key: [] for key in keys}
     device = next(model.parameters()).device
+    chunk = options.logits_chunk or (2**26 if device.type == "cuda" else 2**22)
     with torch.inference_mode():
         for batch in ids.split(options.batch_size):
             batch = batch.to(device)  # (B, T)
             hidden, cached = _clean_pass(model, layers, batch, options.reuse_prefix)
-            parts[BASELINE].append(sequence_losses(model, hidden, batch, options.logits_chunk))
+            parts[BASELINE].append(sequence_losses(model, hidden, batch, chunk))
             _report(on_pass, batch)
             for key in keys[1:]:
                 if options.reuse_prefix:
@@ -86,7 +87,7 @@ def sweep_losses(model, family: Family, ids: torch.Tensor, options: SweepOptions
                     ctx = _hooked(family, layers, key)
                 with ctx:
                     hidden = _final_hidden(model, batch)
-                parts[key].append(sequence_losses(model, hidden, batch, options.logits_chunk))
+                parts[key].append(sequence_losses(model, hidden, batch, chunk))
                 _report(on_pass, batch)
     return {key: torch.cat(p).double().cpu().numpy() for key, p in parts.items()}
 

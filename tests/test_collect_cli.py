@@ -1,0 +1,247 @@
+"""`layerdb collect` end to end on the tiny offline hub: rows, resumability, all-or-nothing
+checkpoints, a reader during a sweep, duplicate weights, eviction, and bad input."""
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import collectors.collect
+import collectors.eval_tokens
+from layerdb import Store
+from layerdb.cli import collect as collect_cli
+from layerdb.cli import main
+
+DATA = ["--tokens", "192", "--seq-len", "32", "--batch-size", "4"]  # 6 sequences of 32 tokens
+ROWS = 1 + 3 * 3  # baseline + 3 components x 3 layers
+
+
+def collect(db, *args):
+    return CliRunner().invoke(main, ["--db", db, "collect", *args])
+
+
+def counts(db):
+    with Store.open(db, read_only=True) as store:
+        return store.table_counts()
+
+
+def sql(db, query):
+    with Store.open(db, read_only=True) as store:
+        return store.sql(query)
+
+
+def digest(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def neox(tiny_hub):
+    return [tiny_hub.repo("gpt-neox"), "--data", str(tiny_hub.txt), *DATA]
+
+
+def test_collect_writes_every_table_and_resumes(tmp_path, neox):
+    db = str(tmp_path / "s.duckdb")
+    first = collect(db, *neox, "-r", "step0", "-r", "step1")
+    assert first.exit_code == 0, first.output + first.stderr
+    assert counts(db) == {"models": 1, "checkpoints": 2, "eval_sets": 1, "runs": 2, "results": 2 * ROWS}
+    runs = sql(db, "SELECT revision, status, components FROM runs ORDER BY revision")
+    assert runs.values.tolist() == [["step0", "complete", "block,attn,mlp"],
+                                    ["step1", "complete", "block,attn,mlp"]]
+    es = sql(db, "SELECT n_sequences, seq_len, n_tokens, n_bytes > 0 AS b FROM eval_sets").iloc[0]
+    assert es.tolist() == [6, 32, 6 * 31, True]
+    before = sql(db, "SELECT run_id, created_at FROM results ORDER BY ALL")
+    again = collect(db, *neox, "-r", "step1", "-r", "step0", "-r", "step2")
+    assert again.exit_code == 0, again.stderr
+    assert "skipping 2 complete checkpoint(s)" in again.stderr
+    assert "1 checkpoint(s) collected, 2 already complete" in again.output
+    after = sql(db, "SELECT run_id, created_at FROM results WHERE revision <> 'step2' ORDER BY ALL")
+    assert after.equals(before)  # skipped checkpoints were not redone
+    assert counts(db)["results"] == 3 * ROWS
+
+
+def test_components_subset_then_superset(tmp_path, neox):
+    db = str(tmp_path / "s.duckdb")
+    assert collect(db, *neox, "-r", "step0", "--components", "mlp").exit_code == 0
+    assert counts(db)["results"] == 1 + 3
+    result = collect(db, *neox, "-r", "step0")  # block and attn were never done: redo
+    assert result.exit_code == 0 and "skipping" not in result.stderr
+    assert counts(db)["results"] == ROWS
+
+
+def test_a_checkpoint_failing_mid_sweep_leaves_no_rows_and_is_redone(tmp_path, neox, monkeypatch):
+    db = str(tmp_path / "s.duckdb")
+    real = collectors.collect.sweep_checkpoint
+
+    def dies_in_step1(checkpoint, tokens, options, on_pass=None):
+        def passes(n, seen=[0]):
+            seen[0] += 1
+            if checkpoint.revision == "step1" and seen[0] == 5:
+                raise RuntimeError("killed mid-checkpoint")
+            on_pass(n)
+        return real(checkpoint, tokens, options, passes)
+
+    monkeypatch.setattr(collectors.collect, "sweep_checkpoint", dies_in_step1)
+    killed = collect(db, *neox, "-r", "step0", "-r", "step1", "-r", "step2")
+    assert isinstance(killed.exception, RuntimeError)
+    assert sql(db, "SELECT DISTINCT revision FROM results").revision.tolist() == ["step0"]
+    assert counts(db)["checkpoints"] == 1
+    monkeypatch.setattr(collectors.collect, "sweep_checkpoint", real)
+    resumed = collect(db, *neox, "-r", "step0", "-r", "step1", "-r", "step2")
+    assert resumed.exit_code == 0 and "skipping 1 complete" in resumed.stderr
+    assert counts(db)["results"] == 3 * ROWS
+
+
+def test_a_write_failing_inside_the_transaction_leaves_nothing(tmp_path, neox, monkeypatch):
+    db = str(tmp_path / "s.duckdb")
+    real = Store._upsert_results
+
+    def half_written(self, table):
+        real(self, table)  # the rows are in, then the process dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Store, "_upsert_results", half_written)
+    result = collect(db, *neox, "-r", "step0")
+    assert result.exit_code == 130
+    assert counts(db) == {"models": 0, "checkpoints": 0, "eval_sets": 0, "runs": 0, "results": 0}
+
+
+def test_a_reader_works_while_a_collector_writes(tmp_path, neox, monkeypatch):
+    db = str(tmp_path / "s.duckdb")
+    Store.open(db).close()
+    real = Store.write_checkpoint
+    readers = []
+
+    def read():
+        return subprocess.Popen(
+            [sys.executable, "-m", "layerdb", "--db", db, "sql",
+             "SELECT count(*) AS n FROM results", "-f", "csv"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def slow_write(self, **rows):
+        real(self, **rows)
+        if not readers:  # a reader starts while this collector holds the store
+            readers.append(read())
+            time.sleep(3)
+
+    monkeypatch.setattr(Store, "write_checkpoint", slow_write)
+    done = threading.Event()
+
+    def keep_reading():
+        while not done.is_set():
+            proc = read()
+            proc.wait()
+            readers.append(proc)
+
+    background = threading.Thread(target=keep_reading)
+    background.start()
+    try:
+        result = collect(db, *neox, "-r", "step0", "-r", "step1", "-r", "step2")
+    finally:
+        done.set()
+        background.join()
+    assert result.exit_code == 0, result.stderr
+    for proc in readers:
+        out, err = proc.communicate()
+        assert proc.returncode == 0, err
+        assert int(out.split()[-1]) in (0, ROWS, 2 * ROWS, 3 * ROWS)  # whole checkpoints only
+    assert len(readers) >= 2
+
+
+def test_duplicate_weights_are_reported_and_visible_in_sql(tmp_path, neox):
+    db = str(tmp_path / "s.duckdb")
+    result = collect(db, *neox, "--steps", "2,4")
+    assert result.exit_code == 0, result.stderr
+    assert "identical weights in revisions step2, step4" in result.stderr
+    fps = sql(db, "SELECT count(DISTINCT weights_fingerprint) AS n, count(*) AS c FROM checkpoints")
+    assert fps.values.tolist() == [[1, 2]]
+
+
+def test_local_folder_and_other_sources(tmp_path, tiny_hub):
+    db = str(tmp_path / "s.duckdb")
+    for data in (tiny_hub.jsonl, tiny_hub.parquet):
+        result = collect(db, str(tiny_hub.local_folder), "--data", str(data), *DATA)
+        assert result.exit_code == 0, result.stderr
+    assert "already complete" in result.output  # jsonl and parquet hold the same documents
+    row = sql(db, "SELECT model, revision, step, commit_hash FROM checkpoints").iloc[0].tolist()
+    assert row[:2] == ["local-gpt2", "local"] and row[2] is None or str(row[2]) in ("nan", "<NA>", "None")
+
+
+def test_evict_removes_finished_revisions_from_the_cache(tmp_path, tiny_hub):
+    from huggingface_hub import scan_cache_dir
+
+    def cached():
+        return {ref for repo in scan_cache_dir().repos if repo.repo_id == tiny_hub.repo("evict")
+                for rev in repo.revisions for ref in rev.refs}
+
+    assert cached() == {"step0", "step1"}
+    db = str(tmp_path / "s.duckdb")
+    result = collect(db, tiny_hub.repo("evict"), "-r", "step0", "--evict",
+                     "--data", str(tiny_hub.txt), *DATA)
+    assert result.exit_code == 0, result.stderr
+    assert cached() == {"step1"}
+    assert collect(db, tiny_hub.repo("evict"), "-r", "step1", "--data", str(tiny_hub.txt),
+                   *DATA).exit_code == 0
+
+
+BAD = {
+    "unknown model": (["nope/nope"], "unknown model nope/nope"),
+    "unknown revision": (["{neox}", "-r", "step77"], "unknown revision step77"),
+    "folder without config": (["{root}"], "holds no config.json"),
+    "seq-len above context": (["{neox}", "--seq-len", "128"], "above the context"),
+    "too little data": (["{neox}", "--data", "{short}"], "fewer than one sequence"),
+    "unknown component": (["{neox}", "--components", "block,heads"], "unknown component(s) heads"),
+    "unsupported architecture": (["{gptj}"], "unsupported architecture"),
+    "nan weights": (["{neox}", "-r", "nan"], "NaN or infinite loss"),
+    "step not in schedule": (["{neox}", "--steps", "3"], "not in the checkpoint schedule"),
+    "unknown dtype": (["{neox}", "--dtype", "float8"], "unknown --dtype"),
+    "missing data file": (["{neox}", "--data", "{root}/none.txt"], "no data file"),
+    "bad device": (["{neox}", "--device", "tpu"], "unknown --device"),
+}
+
+
+@pytest.fixture(scope="module")
+def populated_db(tmp_path_factory, tiny_hub):
+    db = str(tmp_path_factory.mktemp("bad") / "s.duckdb")
+    result = collect(db, tiny_hub.repo("gpt-neox"), "-r", "step0", "--data", str(tiny_hub.txt), *DATA)
+    assert result.exit_code == 0
+    return db
+
+
+@pytest.mark.parametrize("case", BAD, ids=list(BAD))
+def test_bad_input_one_line_nonzero_exit_store_unchanged(case, populated_db, tiny_hub, tmp_path):
+    args, message = BAD[case]
+    short = tmp_path / "short.txt"
+    short.write_text("the a of and")
+    values = {"neox": tiny_hub.repo("gpt-neox"), "root": str(tiny_hub.root), "short": str(short),
+              "gptj": tiny_hub.repo("gptj")}
+    args = [a.format(**values) for a in args]
+    if "--data" not in args:
+        args += ["--data", str(tiny_hub.txt)]
+    before = digest(populated_db)
+    result = collect(populated_db, *DATA, *args)  # later options win
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 1, result.output + result.stderr
+    assert errors[-1].startswith("error:") and message in errors[-1], errors
+    assert sum(line.startswith("error:") for line in errors) == 1
+    assert "Traceback" not in result.stderr
+    assert digest(populated_db) == before
+
+
+def test_help_documents_the_defaults():
+    assert collect_cli.DEFAULT_DATA == collectors.eval_tokens.DEFAULT_DATA
+    assert collect_cli.DEFAULT_TOKENS == collectors.collect.DEFAULT_TOKENS
+    result = CliRunner().invoke(main, ["collect", "--help"])
+    assert collectors.eval_tokens.DEFAULT_DATA in result.output
+    assert "Example: layerdb" in result.output
+
+
+def test_the_cli_imports_no_torch():
+    code = ("import sys, layerdb, layerdb.cli; "
+            "bad = [m for m in ('torch', 'transformers', 'collectors') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ))

@@ -1,0 +1,49 @@
+"""Every registered family: its sites resolve, and ablating each component changes the loss."""
+import pytest
+import torch
+
+from collectors.checkpoints import load_checkpoint, resolve_model
+from collectors.families import FAMILIES, family_for, supported
+from collectors.sweep import BASELINE, SweepOptions, sweep_losses
+from layerdb.errors import LayerdbError
+from tests.fixtures.hub import DIMS, FAMILY_OF, VARIANTS
+
+
+def test_every_family_file_is_registered():
+    assert set(FAMILIES) == {"gpt_neox", "falcon", "llama", "gpt2"}
+    assert set(FAMILY_OF.values()) == set(FAMILIES)  # the fixture covers every family
+
+
+def test_unknown_architecture_lists_the_supported_ones():
+    from transformers import GPTJConfig
+
+    with pytest.raises(LayerdbError) as err:
+        family_for(GPTJConfig())
+    message = str(err.value)
+    assert "GPTJ" in message or "gptj" in message
+    for name in FAMILIES:
+        assert name in message
+    assert supported() in message
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_sites_resolve_and_every_ablation_changes_the_loss(tiny_hub, variant):
+    checkpoint = load_checkpoint(resolve_model(tiny_hub.repo(variant)), "main", torch.float32, "cpu")
+    assert checkpoint.family.name == FAMILY_OF[variant]
+    sites = checkpoint.family.sites(checkpoint.model)
+    assert len(sites) == DIMS["num_hidden_layers"]
+    for site in sites:
+        assert all(isinstance(m, torch.nn.Module) for m in site.values())
+    ids = torch.randint(2, 64, (5, 24), generator=torch.Generator().manual_seed(1))
+    fast = sweep_losses(checkpoint.model, checkpoint.family, ids, SweepOptions(batch_size=2))
+    naive = sweep_losses(checkpoint.model, checkpoint.family, ids,
+                         SweepOptions(batch_size=2, reuse_prefix=False))
+    with torch.no_grad():  # the baseline is the model's own loss
+        hf_loss = checkpoint.model(input_ids=ids, labels=ids, use_cache=False).loss.item()
+    assert fast[BASELINE].mean() == pytest.approx(hf_loss, abs=1e-5)
+    assert len(fast) == 1 + 3 * DIMS["num_hidden_layers"]
+    for key, seq in fast.items():
+        assert seq.shape == (5,)
+        assert abs(seq - naive[key]).max() < 1e-5, key
+        if key != BASELINE:
+            assert abs(seq.mean() - fast[BASELINE].mean()) > 1e-6, f"{variant}: {key} changes nothing"

@@ -174,7 +174,7 @@ def weights_fingerprint(model) -> str:
         t = tensor.detach().to("cpu").contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)};".encode())
         if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            h.update(t.reshape(-1).view(torch.uint8).numpy())  # hashed in place, no copy
     return h.hexdigest()[:24]
 
 

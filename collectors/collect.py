@@ -3,9 +3,11 @@
 Public pieces, for the CLI, the demo and other executors (e.g. one Ray task per checkpoint):
 
 - ``prepare(model, ...) -> Plan``: every check that can fail on bad input (model, revisions,
-  families, seq-len, components, device, data), and the eval tokens.  Touches no store.
+  families, seq-len, components, device, data), and the eval tokens.  Touches no store.  A Plan
+  pickles; ``dataclasses.replace(plan, device="cuda")`` retargets it for a worker.
 - ``run_checkpoint(plan, revision, on_pass=None) -> SweepRows``: load one checkpoint, sweep it,
-  free it.  Pure: needs no store, so it can run on another machine.
+  free it.  Pure: needs no store, so it can run on another machine; hand its rows to
+  ``collectors.writer.write_rows(db_path, rows)`` in the one writing process.
 - ``collect(db_path, model, ...) -> CollectReport``: prepare, skip complete revisions, run the rest
   one by one (prefetching the next from the hub, evicting finished ones with ``evict``), write each
   checkpoint's rows in one transaction, report revisions with duplicate weights.
@@ -13,12 +15,14 @@ Public pieces, for the CLI, the demo and other executors (e.g. one Ray task per 
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from layerdb.errors import LayerdbError
 from layerdb.schema import ABLATED_COMPONENTS
 
 from .checkpoints import CheckpointLoadError, ModelRef, load_checkpoint, load_config, plan_revisions, resolve_model
+from .cpu_malloc import tune_glibc_malloc
 from .eval_tokens import DEFAULT_DATA, EvalTokens, build_eval_tokens, read_documents
 from .families import family_for
 from .hub import Prefetcher, evict_revision
@@ -38,8 +42,8 @@ class Plan:
     revisions: list[str]
     tokens: EvalTokens
     options: SweepOptions
-    dtype: object  # torch dtype
-    device: str
+    dtype: str  # auto | float32 | bfloat16 | float16, resolved where the sweep runs
+    device: str  # auto | cpu | cuda[:i], resolved where the sweep runs
     n_layers: int
 
 
@@ -99,8 +103,7 @@ def prepare(model: str, *, revisions=(), steps: str | None = None, data: str | N
     """Check everything about the request and build the eval tokens, before any sweep work."""
     _quiet_transformers()
     options = SweepOptions(components=tuple(components), batch_size=batch_size)
-    device = pick_device(device)
-    torch_dtype = pick_dtype(dtype, device)
+    pick_dtype(dtype, pick_device(device))  # fail now on a bad --dtype / --device
     ref = resolve_model(model)
     planned = plan_revisions(ref, revisions, steps)
     configs = {r: load_config(ref, r) for r in planned}
@@ -121,25 +124,32 @@ def prepare(model: str, *, revisions=(), steps: str | None = None, data: str | N
         raise LayerdbError(f"the tokenizer of {ref.name} yields id {int(eval_tokens.ids.max())}, "
                            f"outside the model's vocabulary ({vocab})")
     n_layers = first.num_hidden_layers
-    return Plan(ref, planned, eval_tokens, options, torch_dtype, device, n_layers)
+    return Plan(ref, planned, eval_tokens, options, dtype, device, n_layers)
 
 
 def run_checkpoint(plan: Plan, revision: str, on_pass=None) -> SweepRows:
-    """Load ``plan.ref@revision``, sweep it on the plan's tokens, free the model."""
-    checkpoint = load_checkpoint(plan.ref, revision, plan.dtype, plan.device)
+    """Load ``plan.ref@revision``, sweep it on the plan's tokens, free the model.  Device and dtype
+    are resolved here, so a plan prepared on one machine runs on another's accelerator."""
+    device = pick_device(plan.device)
+    if device == "cpu":
+        tune_glibc_malloc()  # activations stay mapped between passes (collectors.cpu_malloc)
+    checkpoint = load_checkpoint(plan.ref, revision, pick_dtype(plan.dtype, device), device)
     big = sum(p.numel() for p in checkpoint.model.parameters()) > 10_000_000
     try:
         return sweep_checkpoint(checkpoint, plan.tokens, plan.options, on_pass)
     finally:
         del checkpoint
         if big:  # a full gc costs ~0.3 s: only worth it to free a real model's memory at once
-            _free_memory(plan.device)
+            _free_memory(device)
 
 
 def collect(db_path: str, model: str, *, evict: bool = False, console=None,
             **request) -> CollectReport:
     """Sweep ``model``'s planned revisions into the store at ``db_path``; see ``prepare`` for the
     request keywords.  Raises LayerdbError at the end if any checkpoint failed."""
+    folder = Path(db_path).parent
+    if not folder.is_dir():
+        raise LayerdbError(f"cannot create store {db_path}: folder {folder} does not exist")
     plan = prepare(model, **request)
     key = (plan.ref.name, plan.tokens.eval_set, plan.options.method, plan.options.components)
     report = CollectReport(plan.ref.name, plan.tokens.eval_set, plan.revisions)
@@ -156,6 +166,11 @@ def collect(db_path: str, model: str, *, evict: bool = False, console=None,
         for i, revision in enumerate(todo):
             if prefetcher and i + 1 < len(todo):
                 prefetcher.start(todo[i + 1])
+            if i > 0 and revision in completed(db_path, *key):  # done by another collector
+                report.skipped.append(revision)
+                progress.finish_checkpoint(f"{revision}: completed meanwhile by another collector",
+                                           timed=False)
+                continue
             progress.start_checkpoint(revision, n_passes)
             try:
                 rows = run_checkpoint(plan, revision, on_pass=progress.advance)

@@ -44,9 +44,9 @@ class SweepProgress:
             rate = self._tokens / max(time.perf_counter() - self._t0, 1e-9)
             self.progress.update(self.passes, advance=1, rate=f"{rate:,.0f} tok/s")
 
-    def finish_checkpoint(self, message: str) -> None:
+    def finish_checkpoint(self, message: str, timed: bool = True) -> None:
         if self.progress is None:
             return
-        seconds = time.perf_counter() - self._t0
-        self.progress.console.print(f"{message} ({seconds:.1f}s)", highlight=False)
+        seconds = f" ({time.perf_counter() - self._t0:.1f}s)" if timed else ""
+        self.progress.console.print(message + seconds, highlight=False)
         self.progress.update(self.checkpoints, advance=1)

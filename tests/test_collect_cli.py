@@ -245,3 +245,26 @@ def test_the_cli_imports_no_torch():
             "bad = [m for m in ('torch', 'transformers', 'collectors') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ))
+
+
+def test_the_api_an_executor_uses(tmp_path, tiny_hub):
+    """prepare on the driver, run_checkpoint anywhere (everything pickles), one writer."""
+    import dataclasses
+    import pickle
+
+    from collectors.collect import prepare, run_checkpoint
+    from collectors.writer import completed, is_complete, write_rows
+
+    db = str(tmp_path / "s.duckdb")
+    plan = prepare(tiny_hub.repo("gpt-neox"), revisions=["step0", "step1"], data=str(tiny_hub.txt),
+                   tokens=192, seq_len=32, batch_size=4, device="cpu")
+    plan = pickle.loads(pickle.dumps(dataclasses.replace(plan, device="auto")))
+    key = (plan.ref.name, plan.tokens.eval_set, plan.options.method, plan.options.components)
+    assert completed(db, *key) == set()
+    rows = pickle.loads(pickle.dumps(run_checkpoint(plan, "step1")))
+    assert rows.revision == "step1" and rows.results.num_rows == ROWS
+    write_rows(db, rows)
+    assert completed(db, *key) == {"step1"}
+    with Store.open(db, read_only=True) as store:
+        assert is_complete(store, plan.ref.name, "step1", plan.tokens.eval_set, "zero", ("attn",))
+        assert not is_complete(store, plan.ref.name, "step0", plan.tokens.eval_set, "zero", ("attn",))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 import click
+from rich.markup import escape
 
 from ..errors import LayerdbError
 from .common import console_err
@@ -18,7 +19,7 @@ class LayerdbGroup(click.Group):
         try:
             return super().invoke(ctx)
         except LayerdbError as exc:
-            console_err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            console_err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(1)
         except KeyboardInterrupt:
             console_err.print("[yellow]interrupted[/]")

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import click
 
-from .common import console, console_err, db_path
+from .common import LayerdbError, console, console_err, db_path
 
 # Shown in the help; tests check they match collectors.collect / collectors.eval_tokens.
 DEFAULT_DATA = "hf:NeelNanda/pile-10k:train"
 DEFAULT_TOKENS = 131_072
+# --executor ray; tests check they match collectors.ray_executor.
+DEFAULT_CPUS_PER_TASK = 1
+DEFAULT_MAX_RETRIES = 3
+MAX_RETRIES_LIMIT = 10
 
 
 @click.command("collect")
@@ -42,10 +46,25 @@ DEFAULT_TOKENS = 131_072
 @click.option("--evict", is_flag=True,
               help="Delete each finished revision's files from the HF cache (a full Pythia-2.8B "
                    "sweep is ~860 GB).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: checkpoint after checkpoint in this process. ray: one Ray task per "
+                   "checkpoint, one GPU each where the cluster has GPUs (needs "
+                   "pip install 'layerdb[ray]'); this process stays the only writer of the store.")
+@click.option("--ray-address", metavar="ADDRESS",
+              help="With --executor ray: the Ray cluster to use (HOST:6379, auto or "
+                   "ray://HOST:10001). Default: start a local Ray instance on this machine.")
+@click.option("--cpus-per-task", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With --executor ray: CPUs each task reserves (and its torch threads on CPU). "
+                   f"[default: {DEFAULT_CPUS_PER_TASK}]")
+@click.option("--max-retries", type=click.IntRange(0, MAX_RETRIES_LIMIT), default=None, metavar="N",
+              help="With --executor ray: how often a checkpoint is retried when its worker dies "
+                   "(killed, out of memory) or hits a CUDA or I/O error, before it is reported. "
+                   f"Bad input is never retried. [default: {DEFAULT_MAX_RETRIES}]")
 @click.pass_context
 def collect(ctx, model: str, revisions: tuple[str, ...], steps: str | None, data: str | None,
             tokens: int, seq_len: int | None, batch_size: int, components: str, dtype: str,
-            device: str, evict: bool) -> None:
+            device: str, evict: bool, executor: str, ray_address: str | None,
+            cpus_per_task: int | None, max_retries: int | None) -> None:
     """Sweep MODEL's checkpoints: the loss with nothing ablated and with each layer's block,
     attention or MLP removed, one transaction per checkpoint.
 
@@ -54,20 +73,41 @@ def collect(ctx, model: str, revisions: tuple[str, ...], steps: str | None, data
     eval set are skipped, so re-running resumes. The store is held only while a checkpoint's rows
     are written: query it while a sweep runs.
 
+    With --executor ray each checkpoint is a Ray task on a cluster (or a local Ray instance);
+    tasks return their rows and this process writes them as they arrive. A task whose worker dies
+    is retried, then reported; Ctrl-C cancels the rest and leaves whole checkpoints only.
+
     Example: layerdb --db pythia.duckdb collect EleutherAI/pythia-160m --steps log --evict
     """
-    from collectors.collect import collect as run_collect
-
     names = [c.strip() for c in components.split(",") if c.strip()]
     if names == ["all"]:
         names = ["block", "attn", "mlp"]
-    report = run_collect(
-        db_path(ctx), model, revisions=revisions, steps=steps, data=data, tokens=tokens,
-        seq_len=seq_len, batch_size=batch_size, components=tuple(names), dtype=dtype,
-        device=device, evict=evict, console=console_err)
+    request = dict(revisions=revisions, steps=steps, data=data, tokens=tokens, seq_len=seq_len,
+                   batch_size=batch_size, components=tuple(names), dtype=dtype, device=device,
+                   evict=evict, console=console_err)
+    if executor == "ray":
+        from collectors.ray_executor import collect_on_ray
+
+        report = collect_on_ray(
+            db_path(ctx), model, address=ray_address,
+            max_retries=_or(max_retries, DEFAULT_MAX_RETRIES),
+            cpus_per_task=_or(cpus_per_task, DEFAULT_CPUS_PER_TASK), **request)
+    else:
+        given = {"--ray-address": ray_address, "--cpus-per-task": cpus_per_task,
+                 "--max-retries": max_retries}
+        ray_only = [name for name, value in given.items() if value is not None]
+        if ray_only:
+            raise LayerdbError(f"{', '.join(ray_only)}: only with --executor ray")
+        from collectors.collect import collect as run_collect
+
+        report = run_collect(db_path(ctx), model, **request)
     console.print(
         f"{report.model}: {len(report.written)} checkpoint(s) collected, {len(report.skipped)} "
         f"already complete, eval set {report.eval_set}", highlight=False)
+
+
+def _or(value, default):
+    return default if value is None else value
 
 
 def register(main) -> None:

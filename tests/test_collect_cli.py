@@ -114,19 +114,20 @@ def test_a_reader_works_while_a_collector_writes(tmp_path, neox, monkeypatch):
     db = str(tmp_path / "s.duckdb")
     Store.open(db).close()
     real = Store.write_checkpoint
-    readers = []
+    readers, impatient = [], []
 
-    def read():
+    def read(**env):
         return subprocess.Popen(
             [sys.executable, "-m", "layerdb", "--db", db, "sql",
-             "SELECT count(*) AS n FROM results", "-f", "csv"],
+             "SELECT count(*) AS n FROM results", "-f", "csv"], env=dict(os.environ, **env),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def slow_write(self, **rows):
         real(self, **rows)
-        if not readers:  # a reader starts while this collector holds the store
+        if not impatient:  # readers start while this collector holds the store
+            impatient.append(read(LAYERDB_LOCK_TIMEOUT="0"))
             readers.append(read())
-            time.sleep(3)
+            impatient[0].wait(timeout=120)  # the lock is held until the impatient one gave up
 
     monkeypatch.setattr(Store, "write_checkpoint", slow_write)
     done = threading.Event()
@@ -145,11 +146,16 @@ def test_a_reader_works_while_a_collector_writes(tmp_path, neox, monkeypatch):
         done.set()
         background.join()
     assert result.exit_code == 0, result.stderr
-    for proc in readers:
+    gave_up = impatient[0].communicate()[1]
+    assert impatient[0].returncode == 1 and "another process holds the store" in gave_up
+    seen = []
+    for proc in readers:  # the patient ones waited for the lock and read whole checkpoints
         out, err = proc.communicate()
         assert proc.returncode == 0, err
-        assert int(out.split()[-1]) in (0, ROWS, 2 * ROWS, 3 * ROWS)  # whole checkpoints only
-    assert len(readers) >= 2
+        seen.append(int(out.split()[-1]))
+    assert set(seen) <= {0, ROWS, 2 * ROWS, 3 * ROWS}
+    assert seen[0] >= ROWS  # the reader that met the lock read after the commit
+    assert len(seen) >= 2
 
 
 def test_duplicate_weights_are_reported_and_visible_in_sql(tmp_path, neox):

@@ -173,7 +173,7 @@ def train_demo_model(spec: DemoModelSpec, corpus: Corpus, tokenizer, out_dir: st
     report(spec.repo_id, 0, spec.steps, f"{spec.repo_id}: preparing")
     if tokens is None:
         tokens = encode_documents(tokenizer, corpus.train_docs, max_tokens=_stream_tokens(spec))
-    batches = _batches(tokens, spec, seed)
+    batches = _batches(tokens[:_stream_tokens(spec)], spec, seed)  # a function of this spec alone
     _manifest_path(out_dir, spec.repo_id).unlink(missing_ok=True)
     shutil.rmtree(repo_cache_dir(hf_home, spec.repo_id), ignore_errors=True)  # no stale revisions
     staging = out_dir / "train" / _slug(spec.repo_id)

@@ -99,7 +99,9 @@ def test_checkpoints_load_by_revision_from_the_offline_cache(tiny_demo):
 
 
 def test_training_is_deterministic_for_a_seed(tiny_demo, tmp_path):
-    again = train_demo(tmp_path / "again", **TINY_DEMO).models[0]
+    # alongside a model that reads a longer stream: each model's data depends on its own spec only
+    longer = replace(TINY, repo_id="demo/tiny-longer", steps=50, batch_size=12)
+    again = train_demo(tmp_path / "again", **{**TINY_DEMO, "specs": (TINY, longer)}).models[0]
     assert not again.reused
     assert again.losses == pytest.approx(tiny_demo.models[0].losses, rel=1e-5)
     other = train_demo(tmp_path / "other", **{**TINY_DEMO, "seed": 1}).models[0]

@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -114,7 +113,7 @@ def test_a_reader_works_while_a_collector_writes(tmp_path, neox, monkeypatch):
     db = str(tmp_path / "s.duckdb")
     Store.open(db).close()
     real = Store.write_checkpoint
-    readers, impatient = [], []
+    readers, impatient, patient = [], [], []
 
     def read(**env):
         return subprocess.Popen(
@@ -126,7 +125,7 @@ def test_a_reader_works_while_a_collector_writes(tmp_path, neox, monkeypatch):
         real(self, **rows)
         if not impatient:  # readers start while this collector holds the store
             impatient.append(read(LAYERDB_LOCK_TIMEOUT="0"))
-            readers.append(read())
+            patient.append(read())
             impatient[0].wait(timeout=120)  # the lock is held until the impatient one gave up
 
     monkeypatch.setattr(Store, "write_checkpoint", slow_write)
@@ -149,7 +148,7 @@ def test_a_reader_works_while_a_collector_writes(tmp_path, neox, monkeypatch):
     gave_up = impatient[0].communicate()[1]
     assert impatient[0].returncode == 1 and "another process holds the store" in gave_up
     seen = []
-    for proc in readers:  # the patient ones waited for the lock and read whole checkpoints
+    for proc in patient + readers:  # patient readers wait for the lock and read whole checkpoints
         out, err = proc.communicate()
         assert proc.returncode == 0, err
         seen.append(int(out.split()[-1]))

@@ -16,6 +16,8 @@ from layerdb import Store
 from layerdb.cli import collect as collect_cli
 from layerdb.cli import main
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 DATA = ["--tokens", "192", "--seq-len", "32", "--batch-size", "4"]  # 6 sequences of 32 tokens
 ROWS = 1 + 3 * 3  # baseline + 3 components x 3 layers
 

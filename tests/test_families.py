@@ -8,6 +8,8 @@ from collectors.sweep import BASELINE, SweepOptions, sweep_losses
 from layerdb.errors import LayerdbError
 from tests.fixtures.hub import DIMS, FAMILY_OF, VARIANTS
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 
 def test_every_family_file_is_registered():
     assert set(FAMILIES) == {"gpt_neox", "falcon", "llama", "gpt2"}

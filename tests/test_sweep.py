@@ -15,6 +15,8 @@ from collectors.sweep import (BASELINE, NonFiniteLoss, SweepOptions, sequence_lo
                               sweep_checkpoint, sweep_losses)
 from layerdb.errors import LayerdbError
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 IDS = torch.randint(2, 64, (6, 20), generator=torch.Generator().manual_seed(7))  # (N, T)
 
 

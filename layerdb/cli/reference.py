@@ -29,11 +29,15 @@ def _commands(group: click.Group, path: tuple[str, ...] = ()):
 def render() -> str:
     from . import main
 
+    from click.testing import CliRunner
+
     parts = [START, ""]
-    for path, command in _commands(main):
+    for path, _ in _commands(main):
         name = " ".join(("layerdb",) + path)
-        ctx = click.Context(command, info_name=name, terminal_width=WIDTH, max_content_width=WIDTH)
-        parts += [f"### `{name}`", "", "```text", command.get_help(ctx), "```", ""]
+        result = CliRunner().invoke(main, [*path, "--help"], prog_name="layerdb",
+                                    terminal_width=WIDTH, max_content_width=WIDTH)
+        assert result.exit_code == 0, result.output
+        parts += [f"### `{name}`", "", "```text", result.output.rstrip(), "```", ""]
     parts.append(END)
     return "\n".join(parts)
 

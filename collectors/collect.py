@@ -151,15 +151,8 @@ def collect(db_path: str, model: str, *, evict: bool = False, console=None,
     if not folder.is_dir():
         raise LayerdbError(f"cannot create store {db_path}: folder {folder} does not exist")
     plan = prepare(model, **request)
-    key = (plan.ref.name, plan.tokens.eval_set, plan.options.method, plan.options.components)
-    report = CollectReport(plan.ref.name, plan.tokens.eval_set, plan.revisions)
-    done = completed(db_path, *key)
-    report.skipped = [r for r in plan.revisions if r in done]
-    todo = [r for r in plan.revisions if r not in done]
     say = console.print if console is not None else (lambda *a, **k: None)
-    if report.skipped:
-        say(f"skipping {len(report.skipped)} complete checkpoint(s) of {plan.ref.name} on eval set "
-            f"{plan.tokens.eval_set}: {_short_list(report.skipped)}", highlight=False)
+    report, key, todo = skip_complete(db_path, plan, say)
     n_passes = _passes(plan)
     prefetcher = Prefetcher(plan.ref.source) if not plan.ref.local else None
     with SweepProgress(console, n_checkpoints=len(todo)) as progress:
@@ -197,6 +190,19 @@ def collect(db_path: str, model: str, *, evict: bool = False, console=None,
         raise LayerdbError(f"{len(report.failed)} checkpoints failed (nothing stored for them): "
                            + "; ".join(report.failed.values()))
     return report
+
+
+def skip_complete(db_path: str, plan: Plan, say) -> tuple[CollectReport, tuple, list[str]]:
+    """A report with the revisions already complete in the store marked skipped (and said);
+    also the completion key and the revisions left to do."""
+    key = (plan.ref.name, plan.tokens.eval_set, plan.options.method, plan.options.components)
+    report = CollectReport(plan.ref.name, plan.tokens.eval_set, plan.revisions)
+    done = completed(db_path, *key)
+    report.skipped = [r for r in plan.revisions if r in done]
+    if report.skipped:
+        say(f"skipping {len(report.skipped)} complete checkpoint(s) of {plan.ref.name} on eval set "
+            f"{plan.tokens.eval_set}: {_short_list(report.skipped)}", highlight=False)
+    return report, key, [r for r in plan.revisions if r not in done]
 
 
 def _passes(plan: Plan) -> int:

@@ -31,10 +31,10 @@ from rich.markup import escape
 
 from layerdb.errors import LayerdbError
 
-from .collect import CollectReport, Plan, prepare, run_checkpoint
+from .collect import CollectReport, Plan, prepare, run_checkpoint, skip_complete
 from .hub import evict_revision
 from .progress import SweepProgress
-from .writer import completed, duplicate_revisions, write_rows
+from .writer import duplicate_revisions, write_rows
 
 RAY_MISSING = "--executor ray needs Ray, which is not installed: pip install 'layerdb[ray]'"
 DEFAULT_CPUS_PER_TASK = 1
@@ -155,15 +155,8 @@ def collect_on_ray(db_path: str, model: str, *, address: str | None = None,
     device = request.pop("device", "auto")
     task_resources(device, 1, cpus_per_task)  # a bad --device fails before any work
     plan = prepare(model, device="cpu" if device == "cpu" else "auto", **request)
-    key = (plan.ref.name, plan.tokens.eval_set, plan.options.method, plan.options.components)
-    report = CollectReport(plan.ref.name, plan.tokens.eval_set, plan.revisions)
-    done = completed(db_path, *key)
-    report.skipped = [r for r in plan.revisions if r in done]
-    todo = [r for r in plan.revisions if r not in done]
     say = console.print if console is not None else (lambda *a, **k: None)
-    if report.skipped:
-        say(f"skipping {len(report.skipped)} complete checkpoint(s) of {plan.ref.name} on eval set "
-            f"{plan.tokens.eval_set}", highlight=False)
+    report, _, todo = skip_complete(db_path, plan, say)
     if todo:
         with ray_session(address) as ray:
             resources, task_device = task_resources(

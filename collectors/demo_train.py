@@ -223,9 +223,10 @@ def learning_rate(spec: DemoModelSpec, step: int) -> float:
 
 
 def tune_malloc() -> None:
-    """Keep glibc from returning freed buffers to the OS after every step (page faults cost ~10-40%).
+    """Keep glibc from returning freed buffers to the OS after every step, to be faulted back in.
 
-    Process-wide and harmless elsewhere; a no-op where glibc's mallopt is missing.
+    For the demo models on 2 cores: 3-10x fewer page faults, 0-5% faster (DESIGN.md saw up to 40% on
+    other CPU runs). Process-wide and harmless elsewhere; a no-op where glibc's mallopt is missing.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")

@@ -128,3 +128,18 @@ def test_a_changed_spec_retrains_and_drops_stale_revisions(tmp_path):
     assert not model.reused and model.revisions[-1] == "step12"
     refs = repo_cache_dir(tmp_path / "hf_home", "demo/tiny") / "refs"
     assert sorted(p.name for p in refs.iterdir()) == sorted(model.revisions + ["main"])
+
+
+def test_rich_progress_callback_keeps_one_task_per_key():
+    from rich.progress import Progress
+
+    from collectors.demo_train import rich_progress_callback
+
+    progress = Progress(disable=True)
+    update = rich_progress_callback(progress)
+    update("demo/a", 0, 10, "demo/a: preparing")
+    update("demo/a", 4, 10, "demo/a: step 4")
+    update("tokenizer", 1, 1, "tokenizer: 384 tokens")
+    tasks = {t.description: t for t in progress.tasks}
+    assert set(tasks) == {"demo/a: step 4", "tokenizer: 384 tokens"}
+    assert tasks["demo/a: step 4"].completed == 4 and tasks["demo/a: step 4"].total == 10

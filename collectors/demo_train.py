@@ -17,7 +17,6 @@ seed: the init comes from ``torch.manual_seed(seed)``, the batches from a genera
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import json
 import math
@@ -32,6 +31,7 @@ import torch
 
 from collectors.demo_corpus import (Corpus, encode_documents, load_tokenizer, prepare_corpus,
                                     train_tokenizer, write_jsonl)
+from collectors.cpu_malloc import tune_glibc_malloc
 from collectors.hub_cache import add_revision, repo_cache_dir
 
 # progress(key, done, total, message): one bar per key ("corpus", "tokenizer", or a repo id).
@@ -179,7 +179,7 @@ def train_demo_model(spec: DemoModelSpec, corpus: Corpus, tokenizer, out_dir: st
     staging = out_dir / "train" / _slug(spec.repo_id)
     save_at = set(checkpoint_steps(spec.steps))
     losses: list[float] = []
-    tune_malloc()
+    tune_glibc_malloc()  # fewer page faults per step (collectors.cpu_malloc)
     start = time.perf_counter()
     with _torch_threads(threads), _no_progress_bars():
         torch.manual_seed(seed)
@@ -220,21 +220,6 @@ def learning_rate(spec: DemoModelSpec, step: int) -> float:
     progress = (step - spec.warmup_steps) / max(1, spec.steps - spec.warmup_steps)
     floor = spec.lr * spec.min_lr_ratio
     return floor + (spec.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def tune_malloc() -> None:
-    """Keep glibc from returning freed buffers to the OS after every step, to be faulted back in.
-
-    For the demo models on 2 cores: 3-10x fewer page faults, 0-5% faster (DESIGN.md saw up to 40% on
-    other CPU runs). Process-wide and harmless elsewhere; a no-op where glibc's mallopt is missing.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
-    libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)  # glibc's maximum on 64-bit
 
 
 def rich_progress_callback(progress) -> ProgressFn:

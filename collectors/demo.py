@@ -7,7 +7,7 @@ imported; the CLI sets both before it imports this module.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -99,4 +99,4 @@ def _progress(console: Console) -> Progress:
                     console=console, transient=False)
 
 
-__all__ = ["DemoOptions", "DemoRun", "run_demo", "QUICK_SPECS", "replace"]
+__all__ = ["DemoOptions", "DemoRun", "run_demo", "QUICK_SPECS", "DEMO_SPECS"]

@@ -73,7 +73,7 @@ def _write(store, tables: dict[str, pa.Table]) -> dict[str, int]:
             if name == "results":
                 store._upsert_results(tables[name])
             else:
-                store.upsert(name, tables[name], replace=not name.startswith("implied_"))
+                store.upsert(name, tables[name])
             counts[name] = tables[name].num_rows
         for name in ("implied_models", "implied_checkpoints", "implied_eval_sets"):
             if name in tables:

@@ -15,8 +15,18 @@ import shutil
 from pathlib import Path
 
 
-def repo_cache_dir(hf_home: str | os.PathLike, repo_id: str) -> Path:
-    return Path(hf_home) / "hub" / ("models--" + repo_id.replace("/", "--"))
+def repo_cache_dir(repo_id: str, hub_cache: str | os.PathLike | None = None) -> Path:
+    """The folder of ``repo_id`` in a hub cache (default: huggingface_hub's, HF_HUB_CACHE)."""
+    if hub_cache is None:
+        from huggingface_hub import constants
+
+        hub_cache = constants.HF_HUB_CACHE
+    return Path(hub_cache) / ("models--" + repo_id.replace("/", "--"))
+
+
+def hub_cache_of(hf_home: str | os.PathLike) -> Path:
+    """The hub cache under an HF_HOME folder (as huggingface_hub lays it out)."""
+    return Path(hf_home) / "hub"
 
 
 def add_revision(folder: str | os.PathLike, repo_id: str, revision: str,
@@ -30,7 +40,7 @@ def add_revision(folder: str | os.PathLike, repo_id: str, revision: str,
     commit = hashlib.sha1(
         "".join(f"{p.relative_to(folder)}:{digests[p]}\n" for p in files).encode()
     ).hexdigest()
-    repo = repo_cache_dir(hf_home, repo_id)
+    repo = repo_cache_dir(repo_id, hub_cache_of(hf_home))
     snapshot = repo / "snapshots" / commit
     for path in files:
         blob = repo / "blobs" / digests[path]

@@ -1,4 +1,11 @@
-"""One exception family: the CLI turns any of these into one clear line and a non-zero exit."""
+"""One exception family: the CLI turns any of these into one clear line and a non-zero exit.
+
+Also the two helpers every module uses to say what went wrong in one line.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
 
 
 class LayerdbError(Exception):
@@ -19,3 +26,17 @@ class ReadOnlyViolation(LayerdbError):
 
 class BadRows(LayerdbError):
     """Rows offered for import or ingest fail validation; nothing was written."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception as one line: its message's first line, or its type when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def require_folder(path: str | os.PathLike, action: str = "write") -> Path:
+    """Raise a one-line LayerdbError unless the folder that will hold ``path`` exists."""
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise LayerdbError(f"cannot {action} {path}: folder {parent} does not exist")
+    return Path(path)

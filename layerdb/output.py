@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import LayerdbError
+from .errors import LayerdbError, require_folder
 
 FORMATS = ("table", "csv", "json", "markdown", "parquet")
 
@@ -18,9 +18,7 @@ def emit(df: pd.DataFrame, fmt: str = "table", output: str | None = None, title:
     if fmt not in FORMATS:
         raise LayerdbError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
     if output:
-        parent = Path(output).parent
-        if not parent.exists():
-            raise LayerdbError(f"cannot write {output}: folder {parent} does not exist")
+        require_folder(output)
     if fmt == "parquet":
         if not output:
             raise LayerdbError("--format parquet needs -o FILE")

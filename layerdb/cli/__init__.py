@@ -11,6 +11,7 @@ import click
 from rich.markup import escape
 
 from ..errors import LayerdbError
+from ..store import DEFAULT_DB
 from .common import console_err
 
 
@@ -27,7 +28,7 @@ class LayerdbGroup(click.Group):
 
 
 @click.group(cls=LayerdbGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--db", "db", envvar="LAYERDB_DB", default="layerdb.duckdb", show_default=True,
+@click.option("--db", "db", envvar="LAYERDB_DB", default=DEFAULT_DB, show_default=True,
               show_envvar=True, metavar="PATH", help="The DuckDB store to use.")
 @click.version_option(package_name="layerdb")
 @click.pass_context

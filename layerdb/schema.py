@@ -5,12 +5,15 @@ The database itself is created only by the hand-written Alembic migrations in ``
 """
 from __future__ import annotations
 
+from typing import Any
+
+import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.types import UserDefinedType
 
 COMPONENTS = ("none", "block", "attn", "mlp")  # "none" = the un-ablated baseline, layer = -1
 ABLATED_COMPONENTS = ("block", "attn", "mlp")
-METHODS = ("zero",)  # zero ablation = skip; "mean" has room to come later
+METHODS = ("zero", "mean")  # as the results CHECK allows; tests/test_migrations.py compares them
 BASELINE_LAYER = -1
 
 
@@ -107,6 +110,21 @@ results = sa.Table(
 )
 
 RESULT_KEY = ("model", "revision", "eval_set", "method", "component", "layer", "span")
-RESULT_COLUMNS = tuple(c.name for c in results.columns)
 TABLES = {t.name: t for t in (models, checkpoints, eval_sets, runs, results)}
-VIEWS = ("ablations",)
+VIEWS = ("ablations", "latest_ablations")  # created by the migrations; see migrations/versions
+
+_ARROW_TYPES = {
+    sa.String: pa.string(), sa.Integer: pa.int32(), sa.BigInteger: pa.int64(),
+    sa.Float: pa.float64(), sa.Boolean: pa.bool_(), sa.DateTime: pa.timestamp("us"),
+    DoubleList: pa.list_(pa.float64()),
+}
+
+
+def arrow_schema(table: str) -> pa.Schema:
+    """The Arrow schema of a store table, from the columns above: the one place types live."""
+    return pa.schema([(c.name, _ARROW_TYPES[type(c.type)]) for c in TABLES[table].columns])
+
+
+def arrow_rows(table: str, rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows (dicts; absent columns are NULL) as an Arrow table of ``table``'s schema."""
+    return pa.Table.from_pylist(rows, schema=arrow_schema(table))

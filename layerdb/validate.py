@@ -12,16 +12,9 @@ import pyarrow.compute as pc
 
 from .errors import BadRows
 from .revisions import parse_revision
-from .schema import BASELINE_LAYER, COMPONENTS, METHODS, RESULT_KEY, TABLES
+from .schema import BASELINE_LAYER, COMPONENTS, METHODS, RESULT_KEY, TABLES, arrow_schema
 
 REQUIRED_RESULT_COLUMNS = ("model", "revision", "eval_set", "component", "layer", "loss")
-_ARROW_TYPES = {
-    "model": pa.string(), "revision": pa.string(), "eval_set": pa.string(), "method": pa.string(),
-    "component": pa.string(), "layer": pa.int32(), "span": pa.int32(), "step": pa.int64(),
-    "loss": pa.float64(), "n_tokens": pa.int64(), "delta": pa.float64(),
-    "delta_ci_low": pa.float64(), "delta_ci_high": pa.float64(),
-    "seq_losses": pa.list_(pa.float64()), "run_id": pa.string(), "created_at": pa.timestamp("us"),
-}
 _KEY_COLUMNS = {
     "models": ("model",), "checkpoints": ("model", "revision"), "eval_sets": ("eval_set",),
     "runs": ("run_id",),
@@ -60,10 +53,11 @@ def normalize_results(rows: Any) -> pa.Table:
     table = _drop_all_null(table, "step")
     if "step" not in table.column_names:
         table = table.append_column("step", _steps_from_revisions(table["revision"]))
-    unknown = [c for c in table.column_names if c not in _ARROW_TYPES]
+    types = {f.name: f.type for f in arrow_schema("results")}
+    unknown = [c for c in table.column_names if c not in types]
     if unknown:
         raise BadRows(f"results rows have unknown column(s): {', '.join(unknown)}")
-    table = pa.table({c: _cast(table, c, t) for c, t in _ARROW_TYPES.items() if c in table.column_names})
+    table = pa.table({c: _cast(table, c, t) for c, t in types.items() if c in table.column_names})
     for col in RESULT_KEY:
         _fail_where(table, pc.is_null(table[col]), f"missing {col}")
     _fail_where(table, pc.is_null(table["loss"]), "loss is missing (NULL or NaN)")
@@ -78,7 +72,23 @@ def normalize_results(rows: Any) -> pa.Table:
     _fail_where(table, pc.and_(pc.invert(is_base), pc.less(table["layer"], 0)),
                 "an ablated component needs a layer >= 0")
     _fail_where(table, pc.less(table["span"], 1), "span must be >= 1")
+    _fail_on_repeated_keys(table)
     return table
+
+
+def _fail_on_repeated_keys(table: pa.Table) -> None:
+    """One batch may hold each result key once: which of two rows would win is not defined."""
+    keyed = table.select(list(RESULT_KEY)).append_column("_row", pa.array(range(table.num_rows)))
+    groups = keyed.group_by(list(RESULT_KEY), use_threads=False).aggregate([("_row", "list")])
+    repeated = groups.filter(pc.greater(pc.list_value_length(groups["_row_list"]), 1))
+    if repeated.num_rows == 0:
+        return
+    first = min(repeated.to_pylist(), key=lambda g: min(g["_row_list"]))
+    rows = ", ".join(str(i + 1) for i in sorted(first["_row_list"]))
+    key = ", ".join(f"{k}={_short(first[k])}" for k in RESULT_KEY)
+    more = f" ({repeated.num_rows} repeated keys in all)" if repeated.num_rows > 1 else ""
+    raise BadRows(f"results rows {rows} repeat the key ({key}){more}; keep one row per key; "
+                  "nothing was written")
 
 
 def normalize_table(name: str, rows: Any) -> pa.Table:

@@ -85,8 +85,8 @@ def test_models_and_status(db):
     assert models[0].startswith("model,family,n_layers")
     assert models[1].split(",")[:3] == ["m", "gpt_neox", "4"]
     status = pd.read_json(io.StringIO(run("--db", db, "status", "m", "-f", "json").output))
-    assert status[["revision", "block", "attn", "mlp"]].values.tolist() == [["step8", 2, 2, 2]]
-    assert status["complete"].tolist() == [""]  # 2 of 4 layers measured
+    assert status[["revision", "baseline", "complete", "missing"]].values.tolist() == [
+        ["step8", True, "", "block layers 2,3; attn layers 2,3; mlp layers 2,3"]]  # 2 of 4 layers
     unknown = run("--db", db, "status", "nope")
     assert unknown.exit_code == 1 and "unknown model 'nope'" in unknown.output
 
@@ -111,6 +111,17 @@ def test_import_bad_file_names_the_row(tmp_path):
     assert result.exit_code == 1 and "row 4" in result.output and "unknown component" in result.output
 
 
+def test_import_with_a_repeated_key_names_it_and_leaves_the_store_unchanged(db, tmp_path):
+    df = pd.DataFrame(rows())
+    pd.concat([df, df.iloc[[2]]]).to_csv(tmp_path / "twice.csv", index=False)
+    before = run("--db", db, "sql", "SELECT * FROM results ORDER BY ALL", "-f", "csv").output
+    result = run("--db", db, "import", str(tmp_path / "twice.csv"))
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert "rows 3, 8 repeat the key" in result.output and "component='attn', layer=0" in result.output
+    assert "Traceback" not in result.output and "transaction" not in result.output.lower()
+    assert run("--db", db, "sql", "SELECT * FROM results ORDER BY ALL", "-f", "csv").output == before
+
+
 @pytest.mark.parametrize("args, message", [
     (["--db", "/nonexistent/dir/x.duckdb", "db", "upgrade"], "does not exist"),
     (["--db", "missing.duckdb", "sql", "SELECT 1"], "no store at"),
@@ -128,10 +139,10 @@ def test_user_mistakes_are_one_line(tmp_path, monkeypatch, args, message):
 
 def test_db_commands(tmp_path):
     db = str(tmp_path / "new.duckdb")
-    assert "created at schema 0001" in run("--db", db, "db", "upgrade").output
-    assert "already at 0001" in run("--db", db, "db", "upgrade").output
-    assert run("--db", db, "db", "current").output.strip() == "0001 (head)"
-    assert "-> 0001" in run("db", "history").output
+    assert "created at schema 0002" in run("--db", db, "db", "upgrade").output
+    assert "already at 0002" in run("--db", db, "db", "upgrade").output
+    assert run("--db", db, "db", "current").output.strip() == "0002 (head)"
+    assert "0001 -> 0002" in run("db", "history").output
 
 
 def test_import_does_not_pull_in_torch():

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
 from . import migrate
-from .errors import LayerdbError, ReadOnlyViolation, SchemaBehind, StoreLocked
+from .errors import LayerdbError, ReadOnlyViolation, SchemaBehind, StoreLocked, first_line, require_folder
 from .schema import RESULT_KEY, TABLES
 from .validate import normalize_results, normalize_table
 
@@ -89,9 +89,7 @@ class Store:
                 raise LayerdbError(
                     f"no store at {path} (collect or import results first, or pass --db)"
                 )
-            parent = Path(path).parent
-            if not parent.exists():
-                raise LayerdbError(f"cannot create store {path}: folder {parent} does not exist")
+            require_folder(path, "create store")
         con = connect_with_retry(path, read_only=read_only, timeout=lock_timeout)
         store = cls(path, con, read_only)
         try:
@@ -157,7 +155,7 @@ class Store:
                 return self.con.sql(sql_text, params=args or None)
             return self.con.execute(sql_text, args)
         except duckdb.Error as exc:
-            raise LayerdbError(f"SQL error: {_first_line(exc)}") from None
+            raise LayerdbError(f"SQL error: {first_line(exc)}") from None
 
     def _compile(self, text: str, params: dict[str, Any]) -> tuple[str, list[Any]]:
         """``:name`` parameters -> DuckDB positional ones, through SQLAlchemy's compiler."""
@@ -202,7 +200,9 @@ class Store:
     def upsert(self, table_name: str, rows, *, replace: bool = True) -> int:
         """Insert rows into a small table (models, checkpoints, eval_sets, runs) by name;
         rows whose key exists replace it (``replace``) or are skipped."""
-        table = normalize_table(table_name, rows)
+        return self._insert(table_name, normalize_table(table_name, rows), replace=replace)
+
+    def _insert(self, table_name: str, table: pa.Table, *, replace: bool) -> int:
         if table.num_rows == 0:
             return 0
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
@@ -216,14 +216,32 @@ class Store:
     def write_checkpoint(self, *, model=None, checkpoint=None, eval_set=None, run=None,
                          results=None) -> None:
         """Everything one checkpoint's sweep produced, in one transaction (all or nothing)."""
-        normalized = normalize_results(results) if results is not None else None
+        given = {"models": model, "checkpoints": checkpoint, "eval_sets": eval_set, "runs": run,
+                 "results": results}
+        self.write_tables({name: rows for name, rows in given.items() if rows is not None})
+
+    def write_tables(self, tables: dict[str, Any], *, fill_in=None) -> dict[str, int]:
+        """Rows for several tables in one transaction (all or nothing).  ``tables`` rows replace
+        existing rows of the same key (results: unless those are newer).  ``fill_in``, given the
+        checked tables, returns rows written only where their key is missing (e.g. the models that
+        imported results imply).  Every batch is checked before anything is written (BadRows).
+        Returns the rows offered per table."""
+        unknown = sorted(set(tables) - set(TABLES))
+        if unknown:
+            raise LayerdbError(f"no such table(s): {', '.join(unknown)}")
+        checked = {name: normalize_results(rows) if name == "results" else normalize_table(name, rows)
+                   for name, rows in tables.items()}
+        missing = {name: normalize_table(name, rows)
+                   for name, rows in (fill_in(checked) if fill_in else {}).items()}
         with self.transaction():
-            for name, rows in (("models", model), ("checkpoints", checkpoint),
-                               ("eval_sets", eval_set), ("runs", run)):
-                if rows is not None:
-                    self.upsert(name, rows)
-            if normalized is not None:
-                self._upsert_results(normalized)
+            for name in TABLES:  # parents before results
+                if name in checked and name != "results":
+                    self._insert(name, checked[name], replace=True)
+            if "results" in checked:
+                self._upsert_results(checked["results"])
+            for name, table in missing.items():
+                self._insert(name, table, replace=False)
+        return {name: table.num_rows for name, table in checked.items()}
 
     def _upsert_results(self, table: pa.Table) -> None:
         keys = " AND ".join(f"r.{k} = i.{k}" for k in RESULT_KEY)
@@ -245,7 +263,7 @@ def check_read_only(con: duckdb.DuckDBPyConnection, text: str) -> None:
     try:
         statements = con.extract_statements(text)
     except duckdb.Error as exc:
-        raise LayerdbError(f"SQL error: {_first_line(exc)}") from None
+        raise LayerdbError(f"SQL error: {first_line(exc)}") from None
     if len(statements) != 1:
         raise ReadOnlyViolation(f"give exactly one statement (got {len(statements)})")
     kind = statements[0].type.name
@@ -260,7 +278,3 @@ def _connection_wrapper(con):
     from duckdb_engine import ConnectionWrapper
 
     return ConnectionWrapper(con)
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0]

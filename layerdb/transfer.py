@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,9 +12,6 @@ import pyarrow.parquet as pq
 
 from .errors import BadRows, LayerdbError
 from .schema import TABLES
-from .validate import normalize_results, normalize_table
-
-TABLE_ORDER = ("models", "checkpoints", "eval_sets", "runs", "results")
 
 
 def export_store(store, folder: str | Path) -> dict[str, int]:
@@ -23,7 +21,7 @@ def export_store(store, folder: str | Path) -> dict[str, int]:
         raise LayerdbError(f"{folder} exists and is not a folder")
     folder.mkdir(parents=True, exist_ok=True)
     counts = {}
-    for table in TABLE_ORDER:
+    for table in TABLES:
         data = store.arrow(f"SELECT * FROM {table}")
         pq.write_table(data, folder / f"{table}.parquet")
         counts[table] = data.num_rows
@@ -35,8 +33,8 @@ def check_importable(path: str | Path) -> None:
     if not path.exists():
         raise LayerdbError(f"no such file or folder: {path}")
     if path.is_dir():
-        if not any((path / f"{t}.parquet").exists() for t in TABLE_ORDER):
-            raise LayerdbError(f"{path} holds none of {', '.join(t + '.parquet' for t in TABLE_ORDER)}")
+        if not any((path / f"{t}.parquet").exists() for t in TABLES):
+            raise LayerdbError(f"{path} holds none of {', '.join(t + '.parquet' for t in TABLES)}")
     elif path.suffix.lower() not in (".parquet", ".csv"):
         raise LayerdbError(f"cannot import {path}: expected a folder, a .parquet or a .csv file")
 
@@ -46,70 +44,37 @@ def import_path(store, path: str | Path) -> dict[str, int]:
     check_importable(path)
     path = Path(path)
     if path.is_dir():
-        tables = {t: _read_parquet(path / f"{t}.parquet") for t in TABLE_ORDER
+        tables = {t: _read_parquet(path / f"{t}.parquet") for t in TABLES
                   if (path / f"{t}.parquet").exists()}
-        if "results" in tables:
-            tables["results"] = _checked(path / "results.parquet", normalize_results, tables["results"])
-        for name in ("models", "checkpoints", "eval_sets", "runs"):
-            if name in tables:
-                tables[name] = _checked(path / f"{name}.parquet",
-                                        lambda t, n=name: normalize_table(n, t), tables[name])
-        if "results" in tables:
-            _add_implied(store, tables)
-        return _write(store, tables)
-    raw = _read_parquet(path) if path.suffix.lower() == ".parquet" else _read_csv(path)
-    results = _checked(path, normalize_results, raw)
-    tables = {"results": results}
-    _add_implied(store, tables)
-    return _write(store, tables)
-
-
-def _write(store, tables: dict[str, pa.Table]) -> dict[str, int]:
-    counts = {}
-    with store.transaction():
-        for name in TABLE_ORDER:
-            if name not in tables:
-                continue
-            if name == "results":
-                store._upsert_results(tables[name])
-            else:
-                store.upsert(name, tables[name])
-            counts[name] = tables[name].num_rows
-        for name in ("implied_models", "implied_checkpoints", "implied_eval_sets"):
-            if name in tables:
-                store.upsert(name.removeprefix("implied_"), tables[name], replace=False)
-    return counts
-
-
-def _add_implied(store, tables: dict[str, pa.Table]) -> None:
-    """Rows for models/checkpoints/eval_sets that results name but the store lacks."""
-    results = tables["results"]
-    con = store.con
-    con.register("_implied_src", results)
+    else:
+        tables = {"results": _read_parquet(path) if path.suffix.lower() == ".parquet"
+                  else _read_csv(path)}
     try:
-        tables["implied_models"] = con.sql(
-            "SELECT model, max(layer) + 1 AS n_layers FROM _implied_src "
-            "WHERE model NOT IN (SELECT model FROM models) GROUP BY model"
-        ).to_arrow_table()
-        tables["implied_checkpoints"] = con.sql(
-            "SELECT model, revision, max(step) AS step FROM _implied_src GROUP BY model, revision"
-        ).to_arrow_table()
-        tables["implied_eval_sets"] = con.sql(
-            "SELECT eval_set, max(n_tokens) AS n_tokens FROM _implied_src GROUP BY eval_set"
-        ).to_arrow_table()
-    finally:
-        con.unregister("_implied_src")
-    if "models" in tables:  # an export folder names its models: let those win
-        known = set(tables["models"]["model"].to_pylist())
-        keep = pc.invert(pc.is_in(tables["implied_models"]["model"], pa.array(list(known), pa.string())))
-        tables["implied_models"] = tables["implied_models"].filter(keep)
-
-
-def _checked(path, normalize, table):
-    try:
-        return normalize(table)
+        return store.write_tables(tables, fill_in=partial(_implied, store))
     except BadRows as exc:
         raise BadRows(f"{path}: {exc}") from None
+
+
+def _implied(store, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+    """Rows for models/checkpoints/eval_sets that (checked) results name but the store may lack."""
+    if "results" not in tables:
+        return {}
+    results = tables["results"]
+    models = results.group_by("model").aggregate([("layer", "max")])
+    models = pa.table({"model": models["model"],
+                       "n_layers": pc.add(models["layer_max"], 1).cast(pa.int32())})
+    if "models" in tables:  # an export folder names its models: let those win
+        known = pa.array(tables["models"]["model"].to_pylist(), pa.string())
+        models = models.filter(pc.invert(pc.is_in(models["model"], known)))
+    checkpoints = results.group_by(["model", "revision"]).aggregate([("step", "max")])
+    eval_sets = results.group_by("eval_set").aggregate([("n_tokens", "max")])
+    return {
+        "models": models,
+        "checkpoints": pa.table({"model": checkpoints["model"], "revision": checkpoints["revision"],
+                                 "step": checkpoints["step_max"]}),
+        "eval_sets": pa.table({"eval_set": eval_sets["eval_set"],
+                               "n_tokens": eval_sets["n_tokens_max"]}),
+    }
 
 
 def _read_parquet(path: Path) -> pa.Table:
@@ -131,4 +96,4 @@ def _read_csv(path: Path) -> pa.Table:
     return table
 
 
-__all__ = ["export_store", "import_path", "check_importable", "TABLES"]
+__all__ = ["export_store", "import_path", "check_importable"]

@@ -30,12 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from layerdb.errors import LayerdbError
-from layerdb.schema import ABLATED_COMPONENTS, BASELINE_LAYER
+from layerdb.schema import ABLATED_COMPONENTS
 
-from .families import Family
-
-Key = tuple[str, int]  # (component, layer); ("none", -1) is the baseline
-BASELINE: Key = ("none", BASELINE_LAYER)
+from .ablations import BASELINE, Key, ablations
+from .families import TUPLE, Family
 
 
 @dataclass(frozen=True)
@@ -54,15 +52,11 @@ class SweepOptions:
         if self.batch_size < 1:
             raise LayerdbError(f"--batch-size must be at least 1 (got {self.batch_size})")
         if self.method != "zero":
-            raise LayerdbError(f"unknown method {self.method!r} (only 'zero' for now)")
+            raise LayerdbError(f"unknown method {self.method!r} (the sweep does 'zero')")
 
 
 class NonFiniteLoss(LayerdbError):
     """A pass produced NaN or infinite losses; nothing of the checkpoint is stored."""
-
-
-def ablations(n_layers: int, components: tuple[str, ...]) -> list[Key]:
-    return [(c, k) for c in components for k in range(n_layers)]
 
 
 def sweep_losses(model, family: Family, ids: torch.Tensor, options: SweepOptions,
@@ -77,7 +71,7 @@ def sweep_losses(model, family: Family, ids: torch.Tensor, options: SweepOptions
     with torch.inference_mode():
         for batch in ids.split(options.batch_size):
             batch = batch.to(device)  # (B, T)
-            hidden, cached = _clean_pass(model, layers, batch, options.reuse_prefix)
+            hidden, cached = _clean_pass(model, layers, batch, options.reuse_prefix)  # cached: h[k]
             parts[BASELINE].append(sequence_losses(model, hidden, batch, chunk))
             _report(on_pass, batch)
             for key in keys[1:]:
@@ -117,14 +111,12 @@ def _final_hidden(model, ids: torch.Tensor) -> torch.Tensor:
 
 
 def _clean_pass(model, layers, ids, cache_inputs: bool):
-    """Final hidden state, and (if asked) the residual entering each layer plus its output form."""
-    cached: dict = {"inputs": [None] * len(layers), "tuple": None}
+    """Final hidden state, and (if asked) the residual entering each layer: [h[0], ..., h[L-1]]."""
+    cached: list = [None] * len(layers)
     handles = []
     if cache_inputs:
         for k, layer in enumerate(layers):
             handles.append(layer.register_forward_pre_hook(_input_saver(cached, k), with_kwargs=True))
-        handles.append(layers[-1].register_forward_hook(
-            lambda m, a, out: cached.__setitem__("tuple", isinstance(out, tuple))))
     try:
         return _final_hidden(model, ids), cached
     finally:
@@ -132,9 +124,9 @@ def _clean_pass(model, layers, ids, cache_inputs: bool):
             h.remove()
 
 
-def _input_saver(cached: dict, k: int):
+def _input_saver(cached: list, k: int):
     def hook(module, args, kwargs):
-        cached["inputs"][k] = _hidden_arg(args, kwargs)
+        cached[k] = _hidden_arg(args, kwargs)
     return hook
 
 
@@ -144,22 +136,26 @@ def _hidden_arg(args, kwargs) -> torch.Tensor:
 
 # -- optimized: stubs over the HF modules' forwards -------------------------------------------------
 @contextlib.contextmanager
-def _stubbed(family: Family, layers, key: Key, cached: dict) -> Iterator[None]:
+def _stubbed(family: Family, layers, key: Key, cached: list) -> Iterator[None]:
     component, k = key
     start = k + 1 if component == "block" else k  # first layer that really runs
-    h_start = cached["inputs"][k]  # (B, T, d): the block's input is also its output
-    as_tuple = cached["tuple"]
+    h_start = cached[k]  # (B, T, d): the block's input is also its output
+    layer_tuple = family.layer_output == TUPLE
     patches = []
     for j in range(start):
         if j == start - 1:
-            patches.append((layers[j], _hand_on(h_start, as_tuple)))
+            patches.append((layers[j], _hand_on(h_start, layer_tuple)))
         else:
-            patches.append((layers[j], _pass_through(as_tuple)))
+            patches.append((layers[j], _pass_through(layer_tuple)))
     if component in ("attn", "mlp"):
-        module = getattr(layers[k], family.attn if component == "attn" else family.mlp)
-        patches.append((module, _zeros_like_input(as_tuple=component == "attn")))
+        patches.append((_module(family, layers[k], component),
+                        _zeros_like_input(family.output_of(component) == TUPLE)))
     with _patched_forwards(patches):
         yield
+
+
+def _module(family: Family, layer, component: str):
+    return getattr(layer, family.attn if component == "attn" else family.mlp)
 
 
 def _hand_on(hidden: torch.Tensor, as_tuple: bool):
@@ -177,7 +173,7 @@ def _pass_through(as_tuple: bool):
 
 
 def _zeros_like_input(as_tuple: bool):
-    """An attention (returns (out, weights)) or MLP (returns out) that outputs zeros."""
+    """A module (attention or MLP) whose residual term is zeros, returned in its family's shape."""
     def forward(*args, **kwargs):
         zeros = torch.zeros_like(_hidden_arg(args, kwargs))  # (B, T, d)
         return (zeros, None) if as_tuple else zeros
@@ -203,45 +199,41 @@ def _patched_forwards(patches) -> Iterator[None]:
 @contextlib.contextmanager
 def _hooked(family: Family, layers, key: Key) -> Iterator[None]:
     component, k = key
+    as_tuple = family.output_of(component) == TUPLE
     if component == "block":
-        handle = layers[k].register_forward_hook(_return_input, with_kwargs=True)
+        handle = layers[k].register_forward_hook(_return_input(as_tuple), with_kwargs=True)
     else:
-        module = getattr(layers[k], family.attn if component == "attn" else family.mlp)
-        handle = module.register_forward_hook(_return_zeros)
+        handle = _module(family, layers[k], component).register_forward_hook(_return_zeros(as_tuple))
     try:
         yield
     finally:
         handle.remove()
 
 
-def _return_input(module, args, kwargs, output):
-    h = _hidden_arg(args, kwargs)
-    return (h,) + tuple(output[1:]) if isinstance(output, tuple) else h
+def _return_input(as_tuple: bool):
+    def hook(module, args, kwargs, output):
+        h = _hidden_arg(args, kwargs)
+        return (h,) + tuple(output[1:]) if as_tuple else h
+    return hook
 
 
-def _return_zeros(module, args, output):
-    if isinstance(output, tuple):  # attention: (out, weights, ...); a fresh tensor, never in place
-        return (torch.zeros_like(output[0]),) + tuple(output[1:])
-    return torch.zeros_like(output)
+def _return_zeros(as_tuple: bool):
+    def hook(module, args, output):  # a fresh tensor, never in place
+        if as_tuple:
+            return (torch.zeros_like(output[0]),) + tuple(output[1:])
+        return torch.zeros_like(output)
+    return hook
 
 
 # -- one checkpoint -> rows -------------------------------------------------------------------------
 def sweep_checkpoint(checkpoint, tokens, options: SweepOptions = SweepOptions(),
                      on_pass: Callable[[int], None] | None = None):
-    """Sweep a loaded ``Checkpoint`` (collectors.checkpoints) on ``EvalTokens``; return SweepRows.
+    """Sweep a loaded ``Checkpoint`` (collectors.checkpoints) on ``EvalTokens`` that fit it
+    (``prepare`` checks that with ``EvalTokens.check_fits``); return SweepRows.
     Raises NonFiniteLoss (nothing to store) when any pass gives NaN or infinite losses."""
-    from .rows import (SweepRows, checkpoint_row, eval_set_row, find_non_finite, max_context,
-                       model_row, new_run_id, now, result_rows, run_row)
+    from .rows import (SweepRows, checkpoint_row, eval_set_row, find_non_finite, model_row,
+                       new_run_id, now, result_rows, run_row)
 
-    config = checkpoint.model.config
-    context = max_context(config)
-    if context is not None and tokens.seq_len > context:
-        raise LayerdbError(f"--seq-len {tokens.seq_len} is above the context of "
-                           f"{checkpoint.ref.name} ({context} tokens)")
-    vocab = checkpoint.model.get_input_embeddings().weight.shape[0]
-    if int(tokens.ids.max()) >= vocab:
-        raise LayerdbError(f"token id {int(tokens.ids.max())} is outside the vocabulary of "
-                           f"{checkpoint.ref.name} ({vocab}): tokenizer and model do not match")
     started, run_id = now(), new_run_id()
     losses = sweep_losses(checkpoint.model, checkpoint.family, torch.from_numpy(tokens.ids),
                           options, on_pass)

@@ -1,9 +1,13 @@
-"""Every registered family: its sites resolve, and ablating each component changes the loss."""
+"""Every registered family: its sites resolve, its declared output shapes hold, and ablating each
+component changes the loss; the families are torch-free data."""
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from collectors.checkpoints import load_checkpoint, resolve_model
-from collectors.families import FAMILIES, family_for, supported
+from collectors.families import FAMILIES, TENSOR, TUPLE, family_for, supported
 from collectors.sweep import BASELINE, SweepOptions, sweep_losses
 from layerdb.errors import LayerdbError
 from tests.fixtures.hub import DIMS, FAMILY_OF, VARIANTS
@@ -49,3 +53,31 @@ def test_sites_resolve_and_every_ablation_changes_the_loss(tiny_hub, variant):
         assert abs(seq - naive[key]).max() < 1e-5, key
         if key != BASELINE:
             assert abs(seq.mean() - fast[BASELINE].mean()) > 1e-6, f"{variant}: {key} changes nothing"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_declared_output_shapes_match_what_the_modules_return(tiny_hub, variant):
+    """The sweep trusts the adapter's layer_output / attn_output / mlp_output: check them."""
+    checkpoint = load_checkpoint(resolve_model(tiny_hub.repo(variant)), "main", torch.float32, "cpu")
+    family, seen = checkpoint.family, {}
+
+    def record(component):
+        def hook(module, args, out):
+            seen[component] = TUPLE if isinstance(out, tuple) else TENSOR
+        return hook
+
+    site = family.sites(checkpoint.model)[0]
+    hooks = [module.register_forward_hook(record(c)) for c, module in site.items()]
+    try:
+        with torch.no_grad():
+            checkpoint.model(input_ids=torch.tensor([[2, 3, 4, 5]]), use_cache=False)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert seen == {c: family.output_of(c) for c in ("block", "attn", "mlp")}
+
+
+def test_families_import_no_torch():
+    code = ("import sys, collectors.families as f; assert f.FAMILIES; "
+            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

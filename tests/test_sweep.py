@@ -162,13 +162,15 @@ def test_non_finite_losses_are_refused(tiny_hub):
 
 
 def test_seq_len_above_context_and_foreign_ids_are_refused(tiny_hub):
-    checkpoint = _load(tiny_hub, "gpt2")
+    config = _load(tiny_hub, "gpt2").model.config  # context 64, vocabulary 64
     long = np.zeros((1, 65), dtype=np.int64)
-    with pytest.raises(LayerdbError, match="above the context"):
-        sweep_checkpoint(checkpoint, EvalTokens(long, eval_set_id(long), 0, "t", "t"), SweepOptions())
+    with pytest.raises(LayerdbError, match=r"--seq-len 65 is above the context of m \(64 tokens\)"):
+        EvalTokens(long, eval_set_id(long), 0, "t", "t").check_fits(config, "m")
     foreign = np.full((1, 8), 64, dtype=np.int64)
-    with pytest.raises(LayerdbError, match="outside the vocabulary"):
-        sweep_checkpoint(checkpoint, EvalTokens(foreign, eval_set_id(foreign), 0, "t", "t"), SweepOptions())
+    with pytest.raises(LayerdbError, match="token id 64 is outside the vocabulary of m"):
+        EvalTokens(foreign, eval_set_id(foreign), 0, "t", "t").check_fits(config, "m")
+    fits = np.full((1, 64), 63, dtype=np.int64)
+    EvalTokens(fits, eval_set_id(fits), 0, "t", "t").check_fits(config, "m")
 
 
 def test_bad_options():

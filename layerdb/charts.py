@@ -8,19 +8,21 @@ One function per chart kind takes an open store and returns an Altair chart:
 - ``training_chart``: loss over steps for the baseline and each layer's ablation;
 - ``compare_chart``: several models on normalised depth, each at its latest step.
 
+``CHARTS`` registers them (the CLI's list of kinds comes from it);
 ``write_chart(store, kind, path, **params)`` builds one and saves it by the file's extension.
-Altair is imported here only, so ``import layerdb`` stays quick.
+Altair is imported only when a chart is built, so ``import layerdb`` stays quick.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from .errors import LayerdbError
+from .errors import LayerdbError, require_folder
 from .named_queries import convert
 
 COMPONENT_ORDER = ["block", "attn", "mlp"]
@@ -48,20 +50,15 @@ ORDER BY step NULLS LAST, revision
 """
 LATEST_SQL = """
 WITH chosen AS (
-    SELECT * FROM ablations WHERE span = 1
+    SELECT * FROM latest_ablations WHERE span = 1
       AND (CAST(:component AS VARCHAR) IS NULL OR component = :component)
-), most_collected AS (
+), most_collected AS (  -- one eval set per model: the one with the most results
     SELECT model, arg_max(eval_set, n) AS eval_set FROM (
-        SELECT model, eval_set, count(*) AS n FROM chosen GROUP BY ALL) GROUP BY model
-), latest AS (  -- a model known only by step-less revisions (e.g. local) keeps those
-    SELECT c.model, c.eval_set, max(c.step) AS step FROM chosen c
-    JOIN most_collected USING (model, eval_set) GROUP BY ALL
+        SELECT model, eval_set, count(*) AS n FROM ablations GROUP BY ALL) GROUP BY model
 )
 SELECT c.model, c.eval_set, c.revision, c.step, c.component, c.layer, c.depth, c.n_layers,
        c.delta, c.delta_ci_low, c.delta_ci_high
-FROM chosen c
-JOIN latest l ON l.model = c.model AND l.eval_set = c.eval_set
-             AND c.step IS NOT DISTINCT FROM l.step
+FROM chosen c JOIN most_collected USING (model, eval_set)
 ORDER BY c.model, c.component, c.layer
 """
 
@@ -241,7 +238,7 @@ def training_chart(store, model: str | None = None, eval_set: str | None = None,
 
 def compare_chart(store, models: list[str] | None = None, component: str | None = None):
     """Delta by normalised depth (layer / (n_layers - 1)) for several models, each at its
-    latest step (or its step-less revision) on its most-collected eval set; one panel per
+    latest step (the view latest_ablations) on its most-collected eval set; one panel per
     component."""
     alt = _altair()
     df = store.sql(LATEST_SQL, component=component)
@@ -276,11 +273,24 @@ def compare_chart(store, models: list[str] | None = None, component: str | None 
         subtitle="loss change when one layer is dropped, each model at its latest step")))
 
 
-CHARTS = {  # kind -> (function, its parameters and their types as named queries declare them)
-    "layer-loss": (layer_loss_chart, {"model": "text", "eval_set": "text", "step": "int"}),
-    "heatmap": (heatmap_chart, {"model": "text", "eval_set": "text"}),
-    "training": (training_chart, {"model": "text", "eval_set": "text", "component": "text"}),
-    "compare": (compare_chart, {"models": "text", "component": "text"}),
+@dataclass(frozen=True)
+class ChartKind:
+    function: Callable
+    parameters: dict[str, str]  # name -> type, as named queries declare them
+    summary: str  # one line for `layerdb chart --help`
+
+
+CHARTS = {
+    "layer-loss": ChartKind(layer_loss_chart, {"model": "text", "eval_set": "text", "step": "int"},
+                            "loss by layer, baseline vs ablated, one panel per component; a slider "
+                            "steps through the checkpoints in HTML, step picks the one drawn in "
+                            "PNG/SVG"),
+    "heatmap": ChartKind(heatmap_chart, {"model": "text", "eval_set": "text"},
+                         "loss change by layer x step (log step axis), red = the layer matters"),
+    "training": ChartKind(training_chart, {"model": "text", "eval_set": "text", "component": "text"},
+                          "loss over steps for the baseline and each layer's ablation"),
+    "compare": ChartKind(compare_chart, {"models": "text", "component": "text"},
+                         "models side by side on normalised depth, each at its latest step"),
 }
 
 
@@ -289,7 +299,7 @@ def make_chart(store, kind: str, *, for_format: str = ".html", **params: Any):
     ``models`` takes a comma list; ``for_format`` decides whether layer-loss gets its slider."""
     if kind not in CHARTS:
         raise LayerdbError(f"unknown chart kind {kind!r}; kinds: {', '.join(CHARTS)}")
-    function, declared = CHARTS[kind]
+    function, declared = CHARTS[kind].function, CHARTS[kind].parameters
     unknown = sorted(set(params) - set(declared))
     if unknown:
         raise LayerdbError(f"chart {kind}: unknown parameter(s) {', '.join(unknown)} "
@@ -355,9 +365,7 @@ def _check_path(path) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in SAVE_FORMATS:
         raise LayerdbError(f"cannot tell the format of {path}: use one of {', '.join(SAVE_FORMATS)}")
-    parent = Path(path).parent
-    if not parent.exists():
-        raise LayerdbError(f"cannot write {path}: folder {parent} does not exist")
+    require_folder(path)
     return suffix
 
 

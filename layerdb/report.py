@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import charts
-from .errors import LayerdbError
+from .errors import LayerdbError, require_folder
 from .named_queries import run_query
 
 MAX_TABLE_ROWS = 50  # longer tables show the first rows and say how many more
@@ -82,8 +82,7 @@ def write_report(store, path: str | Path, models: list[str] | None = None) -> Pa
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm"):
         raise LayerdbError(f"a report is an HTML file: give a path ending in .html, not {path}")
-    if not path.parent.exists():
-        raise LayerdbError(f"cannot write {path}: folder {path.parent} does not exist")
+    require_folder(path)
     path.write_text(build_report(store, models), encoding="utf-8")
     return path
 

@@ -1,10 +1,13 @@
 -- name: coverage
--- description: Per model and revision, which components are complete and which layers are missing.
+-- description: Per model, revision, eval set and method: which components are complete, and what is missing.
 -- :model text = null     only this model (default: every model)
 -- :eval_set text = null  only this eval set (default: every eval set)
 --
--- A component is complete when every layer 0 .. n_layers-1 has a result. A checkpoint that is
--- known but has no results at all is listed with eval_set NULL and "everything" missing.
+-- This is layerdb's one definition of "complete": `layerdb status`, resuming a collect run and
+-- the report all read it. A component is complete when every layer 0 .. n_layers-1 has a
+-- single-layer result (span 1); `baseline` says whether the no-ablation row is there. A
+-- checkpoint that is known but has no results at all is listed with eval_set NULL and
+-- "everything" missing.
 WITH groups AS (
     SELECT model, revision, eval_set, method, max(step) AS step, count(*) AS result_rows,
            bool_or(component = 'none') AS baseline
@@ -45,7 +48,7 @@ summary AS (
     FROM per_component
     GROUP BY model, revision, eval_set, method
 )
-SELECT g.model, g.revision, g.step, g.eval_set, m.n_layers, g.result_rows,
+SELECT g.model, g.revision, g.step, g.eval_set, g.method, m.n_layers, g.result_rows, g.baseline,
        COALESCE(s.complete, '') AS complete,
        CASE WHEN g.result_rows = 0 THEN 'everything (no results)'
             ELSE concat_ws('; ', CASE WHEN NOT g.baseline THEN 'baseline' END, s.missing)
@@ -55,4 +58,4 @@ LEFT JOIN models m ON m.model = g.model
 LEFT JOIN summary s
   ON s.model = g.model AND s.revision = g.revision
  AND s.eval_set IS NOT DISTINCT FROM g.eval_set AND s.method IS NOT DISTINCT FROM g.method
-ORDER BY g.model, g.step NULLS LAST, g.revision, g.eval_set NULLS LAST
+ORDER BY g.model, g.step NULLS LAST, g.revision, g.eval_set NULLS LAST, g.method NULLS LAST

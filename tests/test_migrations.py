@@ -1,10 +1,12 @@
 """Schema under Alembic: up from empty, down to base, up again; head matches the metadata."""
+import re
+
 import duckdb
 import pytest
 
 from layerdb import Store, migrate
 from layerdb.errors import SchemaBehind
-from layerdb.schema import TABLES
+from layerdb.schema import METHODS, TABLES, VIEWS
 
 # DuckDB's information_schema type name for each SQLAlchemy type used in layerdb/schema.py
 DUCKDB_TYPES = {
@@ -21,12 +23,12 @@ def user_tables(store):
 
 def test_upgrade_downgrade_upgrade(db_path):
     with Store.open(db_path) as store:
-        assert user_tables(store) == set(TABLES) | {"ablations"}
+        assert user_tables(store) == set(TABLES) | set(VIEWS)
         store.downgrade("base")
         assert user_tables(store) == set()
         assert store.schema_revision() is None
         store.upgrade()
-        assert user_tables(store) == set(TABLES) | {"ablations"}
+        assert user_tables(store) == set(TABLES) | set(VIEWS)
         assert store.schema_revision() == migrate.head_revision()
 
 
@@ -62,5 +64,67 @@ def test_history_lists_migrations():
 def test_schema_is_only_created_by_migrations(db_path):
     Store.open(db_path).close()
     con = duckdb.connect(db_path, read_only=True)
-    assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+    assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [(migrate.head_revision(),)]
     con.close()
+
+
+def test_methods_match_the_results_check(empty_store):
+    """schema.METHODS is what validation accepts; the migration's CHECK is what DuckDB accepts."""
+    check = empty_store.sql(
+        "SELECT expression FROM duckdb_constraints() WHERE table_name = 'results' "
+        "AND constraint_type = 'CHECK' AND expression LIKE '%method%'")["expression"][0]
+    assert sorted(re.findall(r"'(\w+)'", check)) == sorted(METHODS)
+
+
+def test_upgrading_a_populated_0001_store_keeps_every_row_and_value(tmp_path):
+    """A store as layerdb 0.1 (schema 0001) left it, upgraded by `layerdb db upgrade`."""
+    from click.testing import CliRunner
+
+    from layerdb.cli import main
+    from tests.fixtures.results import small_store_rows
+    from tests.fixtures.stores import store_at_revision
+
+    path = str(tmp_path / "old.duckdb")
+    rows = small_store_rows()
+    for i, row in enumerate(rows["results"]):  # every column 0.1 wrote, per-sequence losses too
+        row.update(method="zero", span=1,
+                   seq_losses=[row["loss"] + 0.01 * (i % 3), row["loss"] - 0.01 * (i % 3)])
+    store_at_revision(path, "0001", rows)
+
+    def contents():
+        con = duckdb.connect(path, read_only=True)
+        try:
+            return {t: con.execute(f"SELECT {', '.join(OLD_COLUMNS[t])} FROM {t} ORDER BY ALL")
+                    .fetchall() for t in OLD_COLUMNS}
+        finally:
+            con.close()
+
+    before = contents()
+    assert {t: len(v) for t, v in before.items()} == {t: len(rows[t]) for t in OLD_COLUMNS}
+    with pytest.raises(SchemaBehind):
+        Store.open(path, read_only=True)
+    result = CliRunner().invoke(main, ["--db", path, "db", "upgrade"])
+    assert result.exit_code == 0 and "schema upgraded 0001 -> " in result.output, result.output
+    assert contents() == before  # every row, every value
+    with Store.open(path, read_only=True) as store:
+        assert store.schema_revision() == migrate.head_revision()
+        latest = store.sql("SELECT model, min(step) AS s, max(step) AS e, count(*) AS n "
+                           "FROM latest_ablations GROUP BY model ORDER BY model")
+        assert latest.values.tolist() == [["acme/large", 4, 4, 17], ["acme/small", 4, 4, 12]]
+
+
+# The columns of schema 0001 (migrations/versions/0001_initial.py), frozen here on purpose.
+OLD_COLUMNS = {
+    "models": ["model", "family", "architecture", "n_layers", "d_model", "n_heads", "n_params",
+               "parallel_residual", "vocab_size", "max_seq_len", "created_at"],
+    "checkpoints": ["model", "revision", "step", "tokens_seen", "weights_fingerprint",
+                    "commit_hash", "created_at"],
+    "eval_sets": ["eval_set", "name", "source", "tokenizer", "n_sequences", "seq_len", "n_tokens",
+                  "n_bytes", "created_at"],
+    "runs": ["run_id", "model", "revision", "eval_set", "method", "components", "status",
+             "started_at", "finished_at", "device", "dtype", "batch_size", "wall_seconds", "host",
+             "layerdb_version", "torch_version", "transformers_version", "error"],
+    "results": ["model", "revision", "step", "eval_set", "method", "component", "layer", "span",
+                "loss", "n_tokens", "delta", "delta_ci_low", "delta_ci_high", "seq_losses",
+                "run_id", "created_at"],
+}

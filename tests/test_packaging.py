@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from layerdb import migrate
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,4 +42,4 @@ def test_installed_wheel_creates_a_store(wheel, tmp_path):
     result = subprocess.run([sys.executable, "-c", code, str(target), str(tmp_path / "x.duckdb")],
                             cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "0001"
+    assert result.stdout.strip() == migrate.head_revision()

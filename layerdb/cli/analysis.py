@@ -1,12 +1,13 @@
 """Asking and showing: ``queries``, ``query``, ``chart``, ``report``."""
 from __future__ import annotations
 
+import textwrap
+
 import click
 
+from ..charts import CHARTS
 from ..errors import LayerdbError
 from .common import console_err, open_store, output_options, param_option, print_rows
-
-CHART_KINDS = ("layer-loss", "heatmap", "training", "compare")  # as in layerdb.charts.CHARTS
 
 
 @click.command("queries")
@@ -46,7 +47,7 @@ def query(ctx, name: str, params: dict, fmt: str, output: str | None) -> None:
 
 
 @click.command("chart")
-@click.argument("kind", type=click.Choice(CHART_KINDS))
+@click.argument("kind", type=click.Choice(list(CHARTS)))
 @param_option
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
               help="The file to write: .html (self-contained), .png, .svg or .json (Vega-Lite).")
@@ -54,16 +55,10 @@ def query(ctx, name: str, params: dict, fmt: str, output: str | None) -> None:
 def chart(ctx, kind: str, params: dict, output: str) -> None:
     """Draw a chart of KIND and write it to a file; the format follows the extension.
 
-    \b
-    layer-loss  loss by layer, baseline vs ablated, one panel per component; in HTML a
-                slider steps through the checkpoints (-p step=N: the frame for PNG/SVG)
-    heatmap     loss change by layer x step (log step axis), red = the layer matters
-    training    loss over steps for the baseline and each layer's ablation
-    compare     models side by side on normalised depth, each at its latest step
-    \b
-    Parameters: model, eval_set (layer-loss, heatmap, training; needed when the store holds
-    several models), step (layer-loss), component (training, compare), models (compare: a
-    comma list).
+    {kinds}
+
+    model and eval_set are needed when the store holds several models; models (compare) is a
+    comma list.
 
     Example: layerdb chart heatmap -p model=EleutherAI/pythia-2.8b -o heatmap.html
     """
@@ -72,6 +67,21 @@ def chart(ctx, kind: str, params: dict, output: str) -> None:
     with open_store(ctx) as store:
         path = write_chart(store, kind, output, **params)
     console_err.print(f"wrote {kind} chart to {path}")
+
+
+def _chart_kinds() -> str:
+    """The kinds, their summaries and parameters, as `chart --help` lists them."""
+    width = max(len(kind) for kind in CHARTS) + 2
+    lines = ["\b"]
+    for kind, chart_kind in CHARTS.items():
+        text = f"{chart_kind.summary} (-p {', '.join(chart_kind.parameters)})"
+        wrapped = textwrap.wrap(text, 88 - width)
+        lines.append(f"{kind:<{width}}{wrapped[0]}")
+        lines += [" " * width + line for line in wrapped[1:]]
+    return "\n    ".join(lines)
+
+
+chart.help = chart.help.replace("{kinds}", _chart_kinds())
 
 
 @click.command("report")

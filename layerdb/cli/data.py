@@ -4,8 +4,10 @@ from __future__ import annotations
 import click
 
 from .. import transfer
+from ..schema import TABLES, VIEWS
 from ..store import Store
-from .common import console, console_err, db_path, open_store, output_options, param_option, print_rows
+from ..errors import LayerdbError
+from .common import console, db_path, open_store, output_options, param_option, print_rows
 
 
 @click.command("sql")
@@ -16,14 +18,16 @@ from .common import console, console_err, db_path, open_store, output_options, p
 def sql(ctx, query: str, params: dict, fmt: str, output: str | None) -> None:
     """Run one read-only SQL statement (SELECT/WITH/EXPLAIN) against the store.
 
-    Tables: models, checkpoints, eval_sets, runs, results; view: ablations.
-    Statements that write or change the schema are refused.
+    Tables: {tables}; views: {views}. Statements that write or change the schema are refused.
 
     Example: layerdb sql "SELECT model, step, layer, delta FROM ablations WHERE significant AND delta < 0"
     """
     with open_store(ctx) as store:
         df = store.read_only_sql(query, **params)
     print_rows(df, fmt, output)
+
+
+sql.help = sql.help.replace("{tables}", ", ".join(TABLES)).replace("{views}", ", ".join(VIEWS))
 
 
 @click.command("import")
@@ -78,18 +82,19 @@ def models(ctx, fmt: str, output: str | None) -> None:
 @output_options
 @click.pass_context
 def status(ctx, model: str | None, fmt: str, output: str | None) -> None:
-    """Per model and revision: which components are complete, and how many layers each has.
+    """Per model, revision and eval set: which components are complete and what is missing
+    (the named query `coverage`, layerdb's one definition of complete, which resuming uses too).
 
     Example: layerdb status EleutherAI/pythia-160m
     """
+    from ..named_queries import run_query
+
     with open_store(ctx) as store:
         if model is not None:
             known = store.sql("SELECT 1 FROM models WHERE model = :m", m=model)
             if known.empty:
-                from ..errors import LayerdbError
-
                 raise LayerdbError(f"unknown model {model!r} (see `layerdb models`)")
-        df = store.sql(STATUS_SQL, model=model)
+        df = run_query(store, "coverage", model=model)
     print_rows(df, fmt, output, title="status")
 
 
@@ -100,27 +105,6 @@ SELECT m.model, m.family, m.n_layers, m.d_model, m.n_params,
        (SELECT max(step) FROM checkpoints c WHERE c.model = m.model) AS latest_step
 FROM models m ORDER BY m.model
 """
-
-STATUS_SQL = """
-WITH per AS (
-    SELECT model, revision, eval_set, method, max(step) AS step,
-           bool_or(component = 'none') AS baseline,
-           count(DISTINCT layer) FILTER (WHERE component = 'block') AS block,
-           count(DISTINCT layer) FILTER (WHERE component = 'attn') AS attn,
-           count(DISTINCT layer) FILTER (WHERE component = 'mlp') AS mlp
-    FROM results WHERE (CAST(:model AS VARCHAR) IS NULL OR model = :model)
-    GROUP BY ALL
-)
-SELECT p.model, p.revision, p.step, p.eval_set, p.baseline, m.n_layers,
-       p.block, p.attn, p.mlp,
-       concat_ws(',',
-           CASE WHEN p.block = m.n_layers THEN 'block' END,
-           CASE WHEN p.attn = m.n_layers THEN 'attn' END,
-           CASE WHEN p.mlp = m.n_layers THEN 'mlp' END) AS complete
-FROM per p LEFT JOIN models m USING (model)
-ORDER BY p.model, p.step NULLS LAST, p.revision, p.eval_set
-"""
-
 
 def register(main) -> None:
     for command in (sql, import_, export, models, status):

@@ -1,11 +1,12 @@
 """The torch half of layerdb: load checkpoints, run layer-ablation sweeps, hand rows to the store.
 
-Imports layerdb; layerdb never imports this package except lazily inside `collect`/`demo`.
+Imports layerdb; layerdb imports only its torch-free parts (``settings``, ``families``,
+``ablations``) at start-up, and the rest lazily inside ``collect``/``demo``.
 
 The public API, in the order a run uses it (each module's docstring has the details):
 
-    from collectors.collect import prepare, run_checkpoint, collect
-    from collectors.writer import completed, is_complete, write_rows, duplicate_revisions
+    from collectors.collect import prepare, run_checkpoint, collect, LocalExecutor
+    from collectors.writer import completed, write_rows
 
     plan = prepare("EleutherAI/pythia-160m", steps="log", data="eval.jsonl", tokens=131072,
                    seq_len=1024, batch_size=8, components=("block", "attn", "mlp"),
@@ -16,8 +17,10 @@ The public API, in the order a run uses it (each module's docstring has the deta
     write_rows(db, rows)                                   # one transaction per checkpoint
 
     collect(db, "EleutherAI/pythia-160m", steps="log", ...)  # all of the above, with progress
+    collect(db, ..., executor=RayExecutor(address="auto"))   # the same flow, one Ray task each
 
 Lower down: ``checkpoints`` (resolve_model, plan_revisions, load_checkpoint, weights_fingerprint),
 ``eval_tokens`` (read_documents, build_eval_tokens), ``sweep`` (sweep_checkpoint, sweep_losses,
-SweepOptions), ``families`` (Family, family_for), ``hub`` (Prefetcher, evict_revision).
+SweepOptions), ``families`` (Family, family_for), ``hub`` (Prefetcher, evict_revision),
+``ray_executor`` (RayExecutor), ``demo`` (the offline demo).
 """

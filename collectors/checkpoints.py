@@ -2,8 +2,9 @@
 
 - ``resolve_model(model)``: a Hugging Face repo id or a local checkpoint folder -> ``ModelRef``.
 - ``plan_revisions(ref, revisions, steps)``: ``--revision`` names plus ``--steps`` (all | log | a
-  comma list) over the model's schedule (Pythia's built in; otherwise the revisions the hub or the
-  local HF cache lists whose names carry a step) -> revision names, in order, without repeats.
+  comma list) over the model's schedule (the revisions the hub, or else the local HF cache, lists
+  whose names carry a step; Pythia's published one when neither can be read) -> revision names,
+  in order, without repeats.
 - ``load_config(ref, revision)``: the HF config; bad model/revision -> one-line LayerdbError.
 - ``load_checkpoint(ref, revision, dtype, device)``: the model in eval mode, its family and the
   fingerprint of its weights.  Loading goes through ``from_pretrained(repo, revision=...)`` so the
@@ -17,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from layerdb.errors import LayerdbError
+from layerdb.errors import LayerdbError, first_line
 from layerdb.revisions import PYTHIA_STEPS, parse_revision, select_steps
 
 from .families import Family, family_for
+from .hub_cache import repo_cache_dir
 
 LOCAL_REVISION = "local"  # the revision stored for a local checkpoint folder
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -63,13 +65,16 @@ def resolve_model(model: str) -> ModelRef:
 
 # -- revisions ---------------------------------------------------------------------------------
 def step_schedule(ref: ModelRef) -> dict[int, str]:
-    """step -> revision name for the model's published checkpoints."""
+    """step -> revision name for the model's checkpoints: the revisions the hub lists (or, offline
+    or unreachable, the HF cache) whose names carry a step.  Pythia's published schedule serves
+    only for a Pythia model when neither could be read."""
     if ref.local:
         return {}
-    if "pythia" in ref.name.lower():
-        return {s: f"step{s}" for s in PYTHIA_STEPS}
+    listed = known_revisions(ref.source)
+    if listed is None:
+        return {s: f"step{s}" for s in PYTHIA_STEPS} if "pythia" in ref.name.lower() else {}
     schedule: dict[int, str] = {}
-    for revision in sorted(_known_revisions(ref.source)):
+    for revision in sorted(listed):
         step = parse_revision(revision).step
         if step is not None:
             schedule.setdefault(step, revision)
@@ -97,22 +102,24 @@ def plan_revisions(ref: ModelRef, revisions: tuple[str, ...] | list[str] = (),
     return list(dict.fromkeys(planned))
 
 
-def _known_revisions(repo_id: str) -> set[str]:
-    """Branches on the hub (when reachable) and refs in the local HF cache."""
+def known_revisions(repo_id: str) -> set[str] | None:
+    """Branches and tags the hub lists (when reachable) and the refs of the local HF cache;
+    None when neither could be read."""
     from huggingface_hub import constants
 
-    names: set[str] = set()
+    names: set[str] | None = None
     if not constants.HF_HUB_OFFLINE:
         try:
             from huggingface_hub import list_repo_refs
 
             refs = list_repo_refs(repo_id)
-            names |= {b.name for b in refs.branches} | {t.name for t in refs.tags}
-        except Exception:  # unreachable hub: fall back to the cache
+            names = {b.name for b in refs.branches} | {t.name for t in refs.tags}
+        except Exception:  # unreachable hub, unknown repo: fall back to the cache
             pass
-    refs_dir = Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--")) / "refs"
+    refs_dir = repo_cache_dir(repo_id) / "refs"
     if refs_dir.is_dir():
-        names |= {str(p.relative_to(refs_dir)) for p in refs_dir.rglob("*") if p.is_file()}
+        names = (names or set()) | {str(p.relative_to(refs_dir)) for p in refs_dir.rglob("*")
+                                    if p.is_file()}
     return names
 
 
@@ -181,16 +188,16 @@ def weights_fingerprint(model) -> str:
 def _explain_load_error(ref: ModelRef, revision: str, exc: Exception) -> str:
     from huggingface_hub import constants
 
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = first_line(exc)
     if ref.local:
         return f"cannot load checkpoint {ref.source}: {text}"
     name = type(exc).__name__
-    repo_dir = Path(constants.HF_HUB_CACHE) / ("models--" + ref.source.replace("/", "--"))
+    repo_dir = repo_cache_dir(ref.source)
     if "RepositoryNotFound" in name or (constants.HF_HUB_OFFLINE and not repo_dir.exists()):
         where = " (HF_HUB_OFFLINE is set and it is not in the HF cache)" if constants.HF_HUB_OFFLINE else ""
         return f"unknown model {ref.source}: not a local folder and not found on the hub{where}"
     if "RevisionNotFound" in name or (constants.HF_HUB_OFFLINE and not _cached(repo_dir, revision)):
-        known = sorted(_known_revisions(ref.source))
+        known = sorted(known_revisions(ref.source) or ())
         shown = ", ".join(known[:8]) + (" ..." if len(known) > 8 else "")
         return f"unknown revision {revision} of {ref.source} (known: {shown or 'none'})"
     return f"cannot load {ref.source}@{revision}: {text}"

@@ -1,39 +1,47 @@
 """``collect``: sweep a model's checkpoints into a store, resumably.  What ``layerdb collect`` runs.
 
-Public pieces, for the CLI, the demo and other executors (e.g. one Ray task per checkpoint):
+Public pieces, for the CLI, the demo and other executors:
 
 - ``prepare(model, ...) -> Plan``: every check that can fail on bad input (model, revisions,
   families, seq-len, components, device, data), and the eval tokens.  Touches no store.  A Plan
   pickles; ``dataclasses.replace(plan, device="cuda")`` retargets it for a worker.
 - ``run_checkpoint(plan, revision, on_pass=None) -> SweepRows``: load one checkpoint, sweep it,
-  free it.  Pure: needs no store, so it can run on another machine; hand its rows to
-  ``collectors.writer.write_rows(db_path, rows)`` in the one writing process.
-- ``collect(db_path, model, ...) -> CollectReport``: prepare, skip complete revisions, run the rest
-  one by one (prefetching the next from the hub, evicting finished ones with ``evict``), write each
-  checkpoint's rows in one transaction, report revisions with duplicate weights.
+  free it.  Pure: needs no store, so it can run on another machine; hand its rows to the one
+  writing process.
+- ``collect(db_path, model, executor=..., ...) -> CollectReport``: the one flow every executor
+  shares: check the store's folder, prepare, skip complete revisions, let the executor sweep the
+  rest while this process writes each checkpoint in one transaction as its rows arrive, warn about
+  revisions with duplicate weights, print a summary and fail (one line) if any checkpoint failed.
+  ``LocalExecutor`` (here) sweeps one checkpoint after another in this process, prefetching the
+  next from the hub; ``collectors.ray_executor.RayExecutor`` runs one Ray task per checkpoint.
 """
 from __future__ import annotations
 
 import gc
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from layerdb.errors import LayerdbError
+from rich.markup import escape
+
+from layerdb.errors import LayerdbError, first_line, require_folder
 from layerdb.schema import ABLATED_COMPONENTS
 
-from .checkpoints import CheckpointLoadError, ModelRef, load_checkpoint, load_config, plan_revisions, resolve_model
+from .ablations import ablations
+from .checkpoints import (CheckpointLoadError, ModelRef, load_checkpoint, load_config,
+                          plan_revisions, resolve_model)
 from .cpu_malloc import tune_glibc_malloc
-from .eval_tokens import DEFAULT_DATA, EvalTokens, build_eval_tokens, read_documents
+from .eval_tokens import EvalTokens, build_eval_tokens, max_context, read_documents
 from .families import family_for
 from .hub import Prefetcher, evict_revision
 from .progress import SweepProgress
-from .rows import SweepRows, max_context
-from .sweep import NonFiniteLoss, SweepOptions, ablations, sweep_checkpoint
+from .rows import SweepRows
+from .settings import DEFAULT_BATCH_SIZE, DEFAULT_DATA, DEFAULT_SEQ_LEN, DEFAULT_TOKENS, DTYPES
+from .sweep import NonFiniteLoss, SweepOptions, sweep_checkpoint
 from .writer import completed, duplicate_revisions, write_rows
 
-DEFAULT_TOKENS = 131_072  # evaluation tokens per checkpoint (before cutting into sequences)
-DEFAULT_SEQ_LEN = 1024  # capped at the model's context
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+# Files a local checkpoint folder holds when its tokenizer was saved beside the model.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model",
+                   "spiece.model", "vocab.txt")
 
 
 @dataclass
@@ -45,6 +53,12 @@ class Plan:
     dtype: str  # auto | float32 | bfloat16 | float16, resolved where the sweep runs
     device: str  # auto | cpu | cuda[:i], resolved where the sweep runs
     n_layers: int
+
+    @property
+    def n_passes(self) -> int:
+        """Forward passes per checkpoint: per batch, the baseline and every ablation."""
+        n_batches = -(-self.tokens.n_sequences // self.options.batch_size)
+        return n_batches * (1 + len(ablations(self.n_layers, self.options.components)))
 
 
 @dataclass
@@ -86,20 +100,31 @@ def pick_dtype(dtype: str, device: str):
 
 
 def load_tokenizer(ref: ModelRef, revision: str):
+    """The checkpoint's tokenizer; a one-line error when it has none (transformers would build an
+    empty one for a folder without tokenizer files, and every text would tokenize to nothing)."""
     from transformers import AutoTokenizer
 
+    if ref.local and not any((Path(ref.source) / name).is_file() for name in TOKENIZER_FILES):
+        raise LayerdbError(f"the checkpoint folder {ref.source} has no tokenizer (none of "
+                           f"{', '.join(TOKENIZER_FILES)}): save it beside the model with "
+                           "tokenizer.save_pretrained(folder)")
     try:
         if ref.local:
-            return AutoTokenizer.from_pretrained(ref.source)
-        return AutoTokenizer.from_pretrained(ref.source, revision=revision)
+            tokenizer = AutoTokenizer.from_pretrained(ref.source)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(ref.source, revision=revision)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LayerdbError(f"cannot load the tokenizer of {ref.name}@{revision}: {first}") from None
+        raise LayerdbError(f"cannot load the tokenizer of {ref.name}@{revision}: "
+                           f"{first_line(exc)}") from None
+    if len(tokenizer) == 0:
+        raise LayerdbError(f"the tokenizer of {ref.name}@{revision} is empty (no vocabulary)")
+    return tokenizer
 
 
 def prepare(model: str, *, revisions=(), steps: str | None = None, data: str | None = None,
-            tokens: int = DEFAULT_TOKENS, seq_len: int | None = None, batch_size: int = 8,
-            components=ABLATED_COMPONENTS, dtype: str = "auto", device: str = "auto") -> Plan:
+            tokens: int = DEFAULT_TOKENS, seq_len: int | None = None,
+            batch_size: int = DEFAULT_BATCH_SIZE, components=ABLATED_COMPONENTS,
+            dtype: str = "auto", device: str = "auto") -> Plan:
     """Check everything about the request and build the eval tokens, before any sweep work."""
     _quiet_transformers()
     options = SweepOptions(components=tuple(components), batch_size=batch_size)
@@ -110,21 +135,15 @@ def prepare(model: str, *, revisions=(), steps: str | None = None, data: str | N
     for config in configs.values():
         family_for(config)  # an unknown architecture fails here, naming the supported ones
     first = configs[planned[0]]
-    context = max_context(first)
     if seq_len is None:
-        seq_len = min(DEFAULT_SEQ_LEN, context or DEFAULT_SEQ_LEN)
-    if context is not None and seq_len > context:
-        raise LayerdbError(f"--seq-len {seq_len} is above the context of {ref.name} ({context} tokens)")
+        seq_len = min(DEFAULT_SEQ_LEN, max_context(first) or DEFAULT_SEQ_LEN)
     tokenizer = load_tokenizer(ref, planned[0])
     source = data or DEFAULT_DATA
     eval_tokens = build_eval_tokens(tokenizer, read_documents(source), tokens, seq_len,
                                     source=source, tokenizer_name=ref.name)
-    vocab = getattr(first, "vocab_size", None)
-    if vocab is not None and int(eval_tokens.ids.max()) >= vocab:
-        raise LayerdbError(f"the tokenizer of {ref.name} yields id {int(eval_tokens.ids.max())}, "
-                           f"outside the model's vocabulary ({vocab})")
-    n_layers = first.num_hidden_layers
-    return Plan(ref, planned, eval_tokens, options, dtype, device, n_layers)
+    for revision, config in configs.items():
+        eval_tokens.check_fits(config, f"{ref.name}@{revision}")
+    return Plan(ref, planned, eval_tokens, options, dtype, device, first.num_hidden_layers)
 
 
 def run_checkpoint(plan: Plan, revision: str, on_pass=None) -> SweepRows:
@@ -143,71 +162,125 @@ def run_checkpoint(plan: Plan, revision: str, on_pass=None) -> SweepRows:
             _free_memory(device)
 
 
-def collect(db_path: str, model: str, *, evict: bool = False, console=None,
+class Collection:
+    """One collect run's state, handed to the executor: the plan, the report, the progress, and
+    ``write`` / ``fail``, which every executor calls as each checkpoint ends."""
+
+    def __init__(self, db_path: str, plan: Plan, report: CollectReport, progress: SweepProgress,
+                 evict: bool, say):
+        self.db_path, self.plan, self.report, self.progress = db_path, plan, report, progress
+        self.evict, self.say = evict, say
+
+    def write(self, rows: SweepRows, freed: int | None = None, where: str = "") -> None:
+        """Write one checkpoint in one transaction (a store that cannot take it stops the run),
+        then evict it from this machine's HF cache, unless the executor evicted it where it ran
+        (``freed``: the bytes it freed there)."""
+        write_rows(self.db_path, rows)
+        self.report.written.append(rows.revision)
+        if freed is None:
+            freed = (evict_revision(self.plan.ref.source, rows.revision)
+                     if self.evict and not self.plan.ref.local else 0)
+        self.progress.finish_checkpoint(
+            f"[green]✓[/] {escape(rows.revision)}: baseline loss {rows.baseline_loss:.4f}, "
+            f"{rows.results.num_rows} rows{where}"
+            + (f", evicted {freed / 2**20:.0f} MiB" if freed else ""))
+
+    def fail(self, revision: str, why: str) -> None:
+        """A checkpoint that failed for good: reported at the end, the others go on."""
+        self.report.failed[revision] = why
+        self.progress.finish_checkpoint(_failed_line(revision, why), timed=False)
+
+    def skip(self, revision: str, why: str) -> None:
+        self.report.skipped.append(revision)
+        self.progress.finish_checkpoint(f"{escape(revision)}: {why}", timed=False)
+
+
+class LocalExecutor:
+    """Checkpoint after checkpoint in this process; the next revision downloads meanwhile."""
+
+    def check(self, request: dict) -> dict:
+        return request
+
+    def run(self, run: Collection, todo: list[str]) -> None:
+        plan = run.plan
+        prefetcher = Prefetcher(plan.ref.source) if not plan.ref.local else None
+        key = (plan.ref.name, plan.tokens.eval_set, plan.options.method, plan.options.components)
+        try:
+            for i, revision in enumerate(todo):
+                if prefetcher and i + 1 < len(todo):
+                    prefetcher.start(todo[i + 1])
+                if i > 0 and revision in completed(run.db_path, *key):
+                    run.skip(revision, "completed meanwhile by another collector")
+                    continue
+                run.progress.start_checkpoint(revision, plan.n_passes)
+                try:
+                    rows = run_checkpoint(plan, revision, on_pass=run.progress.advance)
+                except (NonFiniteLoss, CheckpointLoadError) as exc:  # this one fails; go on
+                    run.fail(revision, str(exc))
+                    continue
+                run.write(rows)
+        finally:
+            if prefetcher:
+                prefetcher.wait()
+
+
+def collect(db_path: str, model: str, *, executor=None, evict: bool = False, console=None,
             **request) -> CollectReport:
-    """Sweep ``model``'s planned revisions into the store at ``db_path``; see ``prepare`` for the
-    request keywords.  Raises LayerdbError at the end if any checkpoint failed."""
-    folder = Path(db_path).parent
-    if not folder.is_dir():
-        raise LayerdbError(f"cannot create store {db_path}: folder {folder} does not exist")
-    plan = prepare(model, **request)
+    """Sweep ``model``'s planned revisions into the store at ``db_path`` with ``executor``
+    (default: ``LocalExecutor()``); see ``prepare`` for the request keywords.  Raises
+    LayerdbError at the end if any checkpoint failed."""
+    executor = executor or LocalExecutor()
+    require_folder(db_path, "create store")
+    plan = prepare(model, **executor.check(request))
     say = console.print if console is not None else (lambda *a, **k: None)
-    report, key, todo = skip_complete(db_path, plan, say)
-    n_passes = _passes(plan)
-    prefetcher = Prefetcher(plan.ref.source) if not plan.ref.local else None
-    with SweepProgress(console, n_checkpoints=len(todo)) as progress:
-        for i, revision in enumerate(todo):
-            if prefetcher and i + 1 < len(todo):
-                prefetcher.start(todo[i + 1])
-            if i > 0 and revision in completed(db_path, *key):  # done by another collector
-                report.skipped.append(revision)
-                progress.finish_checkpoint(f"{revision}: completed meanwhile by another collector",
-                                           timed=False)
-                continue
-            progress.start_checkpoint(revision, n_passes)
-            try:
-                rows = run_checkpoint(plan, revision, on_pass=progress.advance)
-            except (NonFiniteLoss, CheckpointLoadError) as exc:  # this one fails; go on
-                report.failed[revision] = str(exc)
-                progress.finish_checkpoint(f"[red]✗[/] {revision}: failed, nothing stored")
-                continue
-            write_rows(db_path, rows)
-            report.written.append(revision)
-            freed = evict_revision(plan.ref.source, revision) if evict and not plan.ref.local else 0
-            progress.finish_checkpoint(
-                f"[green]✓[/] {revision}: baseline loss {rows.baseline_loss:.4f}, "
-                f"{rows.results.num_rows} rows" + (f", evicted {freed / 2**20:.0f} MiB" if freed else ""))
-    if prefetcher:
-        prefetcher.wait()
+    report, todo = skip_complete(db_path, plan, say)
+    if todo:
+        with SweepProgress(console, n_checkpoints=len(todo)) as progress:
+            executor.run(Collection(db_path, plan, report, progress, evict, say), todo)
     report.duplicates = [group for group in duplicate_revisions(db_path, plan.ref.name)
                          if set(group) & set(plan.revisions)]
     for group in report.duplicates:
-        say(f"[yellow]warning:[/] identical weights in revisions {', '.join(group)} of "
-            f"{plan.ref.name}", highlight=False)
+        say(f"[yellow]warning:[/] identical weights in revisions {escape(', '.join(group))} of "
+            f"{escape(plan.ref.name)}", highlight=False)
+    _summary(report, say)
     if report.failed:
-        if len(report.failed) == 1:
-            raise LayerdbError(next(iter(report.failed.values())))
-        raise LayerdbError(f"{len(report.failed)} checkpoints failed (nothing stored for them): "
-                           + "; ".join(report.failed.values()))
+        raise LayerdbError(_failures(report.failed))
     return report
 
 
-def skip_complete(db_path: str, plan: Plan, say) -> tuple[CollectReport, tuple, list[str]]:
-    """A report with the revisions already complete in the store marked skipped (and said);
-    also the completion key and the revisions left to do."""
-    key = (plan.ref.name, plan.tokens.eval_set, plan.options.method, plan.options.components)
+def skip_complete(db_path: str, plan: Plan, say) -> tuple[CollectReport, list[str]]:
+    """A report with the revisions already complete in the store marked skipped (and said),
+    and the revisions left to do."""
+    done = completed(db_path, plan.ref.name, plan.tokens.eval_set, plan.options.method,
+                     plan.options.components)
     report = CollectReport(plan.ref.name, plan.tokens.eval_set, plan.revisions)
-    done = completed(db_path, *key)
     report.skipped = [r for r in plan.revisions if r in done]
     if report.skipped:
         say(f"skipping {len(report.skipped)} complete checkpoint(s) of {plan.ref.name} on eval set "
             f"{plan.tokens.eval_set}: {_short_list(report.skipped)}", highlight=False)
-    return report, key, [r for r in plan.revisions if r not in done]
+    return report, [r for r in plan.revisions if r not in done]
 
 
-def _passes(plan: Plan) -> int:
-    n_batches = -(-plan.tokens.n_sequences // plan.options.batch_size)
-    return n_batches * (1 + len(ablations(plan.n_layers, plan.options.components)))
+def _summary(report: CollectReport, say) -> None:
+    if not report.failed:
+        return
+    say(f"summary: {len(report.written)} checkpoint(s) written, {len(report.skipped)} already "
+        f"complete, {len(report.failed)} failed", highlight=False)
+    for revision, why in report.failed.items():
+        say("  " + _failed_line(revision, why), highlight=False)
+
+
+def _failures(failed: dict[str, str]) -> str:
+    """The one line a failed run ends with."""
+    if len(failed) == 1:
+        revision, why = next(iter(failed.items()))
+        return f"checkpoint {revision} failed, nothing stored for it: {why}"
+    return (f"{len(failed)} checkpoints failed, nothing stored for them: "
+            + "; ".join(f"{r}: {why}" for r, why in failed.items()))
+
+
+def _failed_line(revision: str, why: str) -> str:
+    return f"[red]✗[/] {escape(revision)}: {escape(why)}"
 
 
 def _short_list(items: list[str], n: int = 6) -> str:

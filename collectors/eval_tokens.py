@@ -21,11 +21,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from layerdb.errors import LayerdbError
-
-# What `layerdb collect` reads when --data is not given: the first documents of the Pile (what
-# Pythia and GPT-NeoX were trained on), small enough to download in seconds.
-DEFAULT_DATA = "hf:NeelNanda/pile-10k:train"
+from layerdb.errors import LayerdbError, first_line
 
 
 @dataclass(frozen=True)
@@ -49,12 +45,33 @@ class EvalTokens:
         """Predicted tokens: positions 1..seq_len-1 of every sequence."""
         return self.n_sequences * (self.seq_len - 1)
 
+    def check_fits(self, config, model: str) -> None:
+        """Raise a one-line LayerdbError unless every sequence fits the model's context and
+        every id its vocabulary (a tokenizer from another model would not)."""
+        context = max_context(config)
+        if context is not None and self.seq_len > context:
+            raise LayerdbError(f"--seq-len {self.seq_len} is above the context of {model} "
+                               f"({context} tokens)")
+        vocab = getattr(config, "vocab_size", None)
+        if vocab is not None and int(self.ids.max()) >= vocab:
+            raise LayerdbError(f"token id {int(self.ids.max())} is outside the vocabulary of "
+                               f"{model} ({vocab}): tokenizer and model do not match")
+
     def row(self) -> dict:
         """The eval_sets row."""
         return {"eval_set": self.eval_set, "name": f"{_short_source(self.source)}:"
                 f"{self.n_sequences}x{self.seq_len}", "source": self.source,
                 "tokenizer": self.tokenizer, "n_sequences": self.n_sequences,
                 "seq_len": self.seq_len, "n_tokens": self.n_tokens, "n_bytes": self.n_bytes}
+
+
+def max_context(config) -> int | None:
+    """The longest sequence a model config allows, under whichever name its family uses."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def eval_set_id(ids: np.ndarray) -> str:
@@ -121,7 +138,8 @@ def _bytes_covered(doc: str, ends: list[int], whole: bool, n_kept: int) -> int:
 
 
 def read_documents(source: str) -> Iterator[str]:
-    """Documents of a data source, lazily (see the module docstring)."""
+    """Documents of a data source, lazily (see the module docstring).  A file that is not UTF-8
+    text is refused in one line, naming the file and where its bytes stop being text."""
     if source.startswith("hf:"):
         yield from _hf_documents(source)
         return
@@ -130,10 +148,11 @@ def read_documents(source: str) -> Iterator[str]:
         raise LayerdbError(f"no data file {source} (expected .txt, .jsonl, .parquet or hf:NAME[:SPLIT])")
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        yield path.read_text(encoding="utf-8")
+        yield _decode(path.read_bytes(), source)
     elif suffix == ".jsonl":
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
+        with open(path, "rb") as fh:
+            for n, raw in enumerate(fh, 1):
+                line = _decode(raw, f"{source} line {n}")
                 if not line.strip():
                     continue
                 try:
@@ -141,15 +160,35 @@ def read_documents(source: str) -> Iterator[str]:
                 except json.JSONDecodeError as exc:
                     raise LayerdbError(f"{source} line {n} is not JSON: {exc.msg}") from None
     elif suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        pf = pq.ParquetFile(path)
-        if "text" not in pf.schema_arrow.names:
-            raise LayerdbError(f"{source} has no column 'text' (columns: {', '.join(pf.schema_arrow.names)})")
-        for batch in pf.iter_batches(columns=["text"], batch_size=1024):
-            yield from (t for t in batch.column(0).to_pylist() if t is not None)
+        yield from _parquet_documents(path, source)
     else:
         raise LayerdbError(f"unknown data format {suffix or source!r}: use .txt, .jsonl, .parquet or hf:NAME[:SPLIT]")
+
+
+def _decode(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LayerdbError(f"{where} is not UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x}): "
+                           "give a text file") from None
+
+
+def _parquet_documents(path: Path, source: str) -> Iterator[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise LayerdbError(f"cannot read {source} as Parquet: {first_line(exc)}") from None
+    schema = pf.schema_arrow
+    if "text" not in schema.names:
+        raise LayerdbError(f"{source} has no column 'text' (columns: {', '.join(schema.names)})")
+    kind = schema.field("text").type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise LayerdbError(f"{source}: column 'text' holds {kind}, not strings")
+    for batch in pf.iter_batches(columns=["text"], batch_size=1024):
+        yield from (t for t in batch.column(0).to_pylist() if t is not None)
 
 
 def _text_field(record, where: str) -> str:
@@ -169,7 +208,7 @@ def _hf_documents(source: str) -> Iterator[str]:
     try:
         dataset = datasets.load_dataset(name, split=split or "train")
     except Exception as exc:  # datasets raises many kinds; the user needs one line
-        raise LayerdbError(f"cannot load dataset {name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise LayerdbError(f"cannot load dataset {name}: {first_line(exc)}") from None
     if "text" not in dataset.column_names:
         raise LayerdbError(f"dataset {name} has no column 'text' (columns: {', '.join(dataset.column_names)})")
     for record in dataset:

@@ -2,6 +2,7 @@
 checkpoints, a reader during a sweep, duplicate weights, eviction, and bad input."""
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -11,9 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import collectors.collect
-import collectors.eval_tokens
 from layerdb import Store
-from layerdb.cli import collect as collect_cli
 from layerdb.cli import main
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -174,8 +173,9 @@ def test_local_folder_and_other_sources(tmp_path, tiny_hub):
         result = collect(db, str(tiny_hub.local_folder), "--data", str(data), *DATA)
         assert result.exit_code == 0, result.stderr
     assert "already complete" in result.output  # jsonl and parquet hold the same documents
-    row = sql(db, "SELECT model, revision, step, commit_hash FROM checkpoints").iloc[0].tolist()
-    assert row[:2] == ["local-gpt2", "local"] and row[2] is None or str(row[2]) in ("nan", "<NA>", "None")
+    rows = sql(db, "SELECT model, revision, step IS NULL AS no_step, "
+                   "commit_hash IS NULL AS no_commit FROM checkpoints")
+    assert rows.values.tolist() == [["local-gpt2", "local", True, True]]
 
 
 def test_evict_removes_finished_revisions_from_the_cache(tmp_path, tiny_hub):
@@ -208,6 +208,8 @@ BAD = {
     "unknown dtype": (["{neox}", "--dtype", "float8"], "unknown --dtype"),
     "missing data file": (["{neox}", "--data", "{root}/none.txt"], "no data file"),
     "bad device": (["{neox}", "--device", "tpu"], "unknown --device"),
+    "binary data file": (["{neox}", "--data", "{binary}"], "is not UTF-8 text"),
+    "folder without tokenizer": (["{notok}"], "has no tokenizer"),
 }
 
 
@@ -224,8 +226,13 @@ def test_bad_input_one_line_nonzero_exit_store_unchanged(case, populated_db, tin
     args, message = BAD[case]
     short = tmp_path / "short.txt"
     short.write_text("the a of and")
+    binary = tmp_path / "weights.txt"
+    binary.write_bytes(bytes(range(256)) * 4)
+    notok = tmp_path / "no-tokenizer"
+    shutil.copytree(tiny_hub.local_folder, notok,
+                    ignore=shutil.ignore_patterns("tokenizer*", "special_tokens_map.json"))
     values = {"neox": tiny_hub.repo("gpt-neox"), "root": str(tiny_hub.root), "short": str(short),
-              "gptj": tiny_hub.repo("gptj")}
+              "gptj": tiny_hub.repo("gptj"), "binary": str(binary), "notok": str(notok)}
     args = [a.format(**values) for a in args]
     if "--data" not in args:
         args += ["--data", str(tiny_hub.txt)]
@@ -239,17 +246,24 @@ def test_bad_input_one_line_nonzero_exit_store_unchanged(case, populated_db, tin
     assert digest(populated_db) == before
 
 
-def test_help_documents_the_defaults():
-    assert collect_cli.DEFAULT_DATA == collectors.eval_tokens.DEFAULT_DATA
-    assert collect_cli.DEFAULT_TOKENS == collectors.collect.DEFAULT_TOKENS
-    result = CliRunner().invoke(main, ["collect", "--help"])
-    assert collectors.eval_tokens.DEFAULT_DATA in result.output
+def test_help_lists_defaults_components_and_families_from_their_definitions():
+    from collectors.families import FAMILIES
+    from collectors.settings import DEFAULT_BATCH_SIZE, DEFAULT_DATA, DEFAULT_TOKENS
+
+    result = CliRunner().invoke(main, ["collect", "--help"], terminal_width=400)
+    text = " ".join(result.output.split())
+    assert DEFAULT_DATA in text and f"[default: {DEFAULT_TOKENS}]" in text
+    assert f"[default: {DEFAULT_BATCH_SIZE}]" in text
+    assert "block, attn, mlp." in text and "[default: block,attn,mlp]" in text
+    for family in FAMILIES.values():
+        assert f"{family.name} ({family.examples})" in text
     assert "Example: layerdb" in result.output
 
 
-def test_the_cli_imports_no_torch():
-    code = ("import sys, layerdb, layerdb.cli; "
-            "bad = [m for m in ('torch', 'transformers', 'collectors') if m in sys.modules]; "
+def test_the_cli_and_the_torch_free_collector_parts_import_no_torch():
+    code = ("import sys, layerdb, layerdb.cli, collectors.families, collectors.settings, "
+            "collectors.ablations, collectors.demo.specs; "
+            "bad = [m for m in ('torch', 'transformers', 'ray') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ))
 
@@ -260,7 +274,7 @@ def test_the_api_an_executor_uses(tmp_path, tiny_hub):
     import pickle
 
     from collectors.collect import prepare, run_checkpoint
-    from collectors.writer import completed, is_complete, write_rows
+    from collectors.writer import completed, write_rows
 
     db = str(tmp_path / "s.duckdb")
     plan = prepare(tiny_hub.repo("gpt-neox"), revisions=["step0", "step1"], data=str(tiny_hub.txt),
@@ -272,6 +286,5 @@ def test_the_api_an_executor_uses(tmp_path, tiny_hub):
     assert rows.revision == "step1" and rows.results.num_rows == ROWS
     write_rows(db, rows)
     assert completed(db, *key) == {"step1"}
-    with Store.open(db, read_only=True) as store:
-        assert is_complete(store, plan.ref.name, "step1", plan.tokens.eval_set, "zero", ("attn",))
-        assert not is_complete(store, plan.ref.name, "step0", plan.tokens.eval_set, "zero", ("attn",))
+    assert completed(db, plan.ref.name, plan.tokens.eval_set, "zero", ("attn",)) == {"step1"}
+    assert completed(db, plan.ref.name, plan.tokens.eval_set, "mean", ("attn",)) == set()

@@ -8,7 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from collectors.checkpoints import ModelRef, plan_revisions, resolve_model, step_schedule
+from collectors.checkpoints import (ModelRef, known_revisions, plan_revisions, resolve_model,
+                                   step_schedule)
 from collectors.eval_tokens import build_eval_tokens, eval_set_id, read_documents
 from layerdb.errors import LayerdbError
 from layerdb.revisions import PYTHIA_STEPS, parse_revision
@@ -83,6 +84,9 @@ def test_sources_read_the_same_documents(tmp_path):
 
 
 @pytest.mark.parametrize("content,name,message", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00", "image.txt", r"image.txt is not UTF-8 text \(byte 0 is 0x89\)"),
+    (b'{"text": "ok"}\n{"text": "\xff"}\n', "bytes.jsonl", r"bytes.jsonl line 2 is not UTF-8 text"),
+    (b"PAR1 not really", "fake.parquet", "cannot read .*fake.parquet as Parquet"),
     ('{"text": "a"}\nnot json\n', "bad.jsonl", "line 2 is not JSON"),
     ('{"body": "a"}\n', "nofield.jsonl", "line 1 has no string field 'text'"),
     ("a", "data.csv", "unknown data format"),
@@ -91,7 +95,9 @@ def test_sources_read_the_same_documents(tmp_path):
 ])
 def test_bad_sources(tmp_path, content, name, message):
     path = str(tmp_path / name) if not name.startswith("hf:") else name
-    if content is not None:
+    if isinstance(content, bytes):
+        (tmp_path / name).write_bytes(content)
+    elif content is not None:
         (tmp_path / name).write_text(content)
     with pytest.raises(LayerdbError, match=message):
         list(read_documents(path))
@@ -112,8 +118,11 @@ def test_revision_names_parse():
 
 
 def test_pythia_schedule_and_step_selection():
+    # offline and not in the cache: neither lists revisions, so Pythia's published schedule serves
     ref = ModelRef("EleutherAI/pythia-160m", "EleutherAI/pythia-160m", False)
+    assert known_revisions(ref.source) is None
     assert len(step_schedule(ref)) == 154
+    assert step_schedule(ModelRef("acme/other", "acme/other", False)) == {}
     log = plan_revisions(ref, steps="log")
     assert log[:11] == ["step0"] + [f"step{2**i}" for i in range(10)]
     assert log[11:] == [f"step{1000 * 2**i}" for i in range(8)] + ["step143000"]
@@ -123,6 +132,14 @@ def test_pythia_schedule_and_step_selection():
         plan_revisions(ref, steps="1500")
     with pytest.raises(LayerdbError, match="comma list"):
         plan_revisions(ref, steps="lots")
+
+
+def test_a_pythia_named_model_uses_the_steps_it_has(tiny_hub):
+    ref = resolve_model(tiny_hub.repo("pythia-named"))
+    assert step_schedule(ref) == {0: "step0", 3: "step3"}
+    assert plan_revisions(ref, steps="log") == ["step0", "step3"]  # not step512, which it lacks
+    with pytest.raises(LayerdbError, match=r"step\(s\) \[512\] are not in the checkpoint schedule"):
+        plan_revisions(ref, steps="512")
 
 
 def test_schedule_from_the_cache_and_local_folders(tiny_hub):

@@ -11,10 +11,11 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
+import collectors.collect
 import collectors.ray_executor as ray_executor
-from collectors.ray_executor import KillWorkerForTests, collect_on_ray, task_resources
+from collectors.collect import collect as collect_api
+from collectors.ray_executor import RayExecutor, task_resources
 from layerdb import Store
-from layerdb.cli import collect as collect_cli
 from layerdb.cli import main
 from layerdb.errors import LayerdbError
 
@@ -59,11 +60,33 @@ def neox(tiny_hub):
 
 @pytest.fixture
 def request_for(tiny_hub):
-    """collect_on_ray keywords for the tiny GPT-NeoX at some revisions."""
+    """collect keywords for the tiny GPT-NeoX at some revisions."""
     def make(*revisions):
         return dict(model=tiny_hub.repo("gpt-neox"), revisions=list(revisions),
                     data=str(tiny_hub.txt), tokens=192, seq_len=32, batch_size=4)
     return make
+
+
+def dying_task(marker_dir: Path, deaths: dict[str, int]):
+    """A stand-in for ray_executor.sweep_task that SIGKILLs its worker (as the OOM killer would)
+    on the first ``deaths[revision]`` attempts of a revision, then runs the real task.  Defined
+    here, in the test, so Ray ships it to the workers by value; marker files count attempts."""
+    def task(plan, revision, evict=False):
+        import os
+        import signal
+
+        import collectors.ray_executor as real  # in the worker: the module as shipped
+
+        attempt = len(list(marker_dir.glob(f"{revision}.*")))
+        (marker_dir / f"{revision}.{attempt}").touch()
+        if attempt < deaths.get(revision, 0):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real.sweep_task(plan, revision, evict)
+    return task
+
+
+def attempts(marker_dir: Path, revision: str) -> int:
+    return len(list(marker_dir.glob(f"{revision}.*")))
 
 
 def test_same_rows_as_the_local_executor_and_resumes(tmp_path, neox, ray_cluster, monkeypatch):
@@ -85,12 +108,15 @@ def test_same_rows_as_the_local_executor_and_resumes(tmp_path, neox, ray_cluster
     assert nothing.exit_code == 0 and "0 checkpoint(s) collected, 1 already" in nothing.output
 
 
-def test_a_killed_worker_is_retried_and_nothing_is_duplicated(tmp_path, request_for, ray_cluster):
+def test_a_killed_worker_is_retried_and_nothing_is_duplicated(tmp_path, request_for, ray_cluster,
+                                                              monkeypatch):
     db = str(tmp_path / "s.duckdb")
-    fault = KillWorkerForTests(str(tmp_path / "attempts"), {"step1": 1})
-    report = collect_on_ray(db, **request_for("step0", "step1", "step2"), max_retries=1,
-                            test_fault=fault)
-    assert fault.attempts("step1") == 2  # killed once, then done
+    markers = tmp_path / "attempts"
+    markers.mkdir()
+    monkeypatch.setattr(ray_executor, "sweep_task", dying_task(markers, {"step1": 1}))
+    report = collect_api(db, **request_for("step0", "step1", "step2"),
+                         executor=RayExecutor(max_retries=1))
+    assert attempts(markers, "step1") == 2  # killed once, then done
     assert sorted(report.written) == ["step0", "step1", "step2"] and not report.failed
     with Store.open(db, read_only=True) as store:
         assert store.table_counts() == {"models": 1, "checkpoints": 3, "eval_sets": 1, "runs": 3,
@@ -100,15 +126,18 @@ def test_a_killed_worker_is_retried_and_nothing_is_duplicated(tmp_path, request_
 
 
 def test_a_checkpoint_that_keeps_dying_is_reported_and_the_others_are_written(
-        tmp_path, request_for, ray_cluster):
+        tmp_path, request_for, ray_cluster, monkeypatch):
     db = str(tmp_path / "s.duckdb")
-    fault = KillWorkerForTests(str(tmp_path / "attempts"), {"step1": 99})
+    markers = tmp_path / "attempts"
+    markers.mkdir()
+    monkeypatch.setattr(ray_executor, "sweep_task", dying_task(markers, {"step1": 99}))
     out = io.StringIO()
-    failed = r"1 checkpoint\(s\) failed, nothing stored for them: step1$"
+    failed = (r"^checkpoint step1 failed, nothing stored for it: its worker died "
+              r"\(killed, out of memory or crashed\), 2 attempt\(s\)$")
     with pytest.raises(LayerdbError, match=failed):
-        collect_on_ray(db, **request_for("step0", "step1", "step2"), max_retries=1,
-                       test_fault=fault, console=Console(file=out, width=200))
-    assert fault.attempts("step1") == 2  # 1 + max_retries, then given up
+        collect_api(db, **request_for("step0", "step1", "step2"),
+                    executor=RayExecutor(max_retries=1), console=Console(file=out, width=200))
+    assert attempts(markers, "step1") == 2  # 1 + max_retries, then given up
     assert stored_revisions(db) == ["step0", "step2"]
     summary = out.getvalue()[out.getvalue().index("summary:"):]
     assert "2 checkpoint(s) written, 0 already complete, 1 failed" in summary
@@ -117,15 +146,15 @@ def test_a_checkpoint_that_keeps_dying_is_reported_and_the_others_are_written(
 
 def test_bad_input_is_not_retried(tmp_path, request_for, ray_cluster):
     db = str(tmp_path / "s.duckdb")
-    with pytest.raises(LayerdbError, match=r"failed.*: nan \(.*NaN or infinite loss"):
-        collect_on_ray(db, **request_for("step0", "nan"))
+    with pytest.raises(LayerdbError, match=r"checkpoint nan failed.*NaN or infinite loss"):
+        collect_api(db, **request_for("step0", "nan"), executor=RayExecutor())
     assert stored_revisions(db) == ["step0"]
 
 
 def test_ctrl_c_cancels_the_rest_and_leaves_whole_checkpoints(tmp_path, neox, ray_cluster,
                                                               monkeypatch):
     db = str(tmp_path / "s.duckdb")
-    real, calls = ray_executor.write_rows, []
+    real, calls = collectors.collect.write_rows, []
 
     def interrupted_on_second(path, rows):
         calls.append(rows.revision)
@@ -133,7 +162,7 @@ def test_ctrl_c_cancels_the_rest_and_leaves_whole_checkpoints(tmp_path, neox, ra
             raise KeyboardInterrupt
         real(path, rows)
 
-    monkeypatch.setattr(ray_executor, "write_rows", interrupted_on_second)
+    monkeypatch.setattr(collectors.collect, "write_rows", interrupted_on_second)
     result = collect(db, *neox, "-r", "step0", "-r", "step1", "-r", "step2", "--executor", "ray")
     assert result.exit_code == 130
     assert "interrupted:" in result.stderr and "run the same command again" in result.stderr
@@ -168,12 +197,6 @@ def test_task_resources():
         task_resources("cuda", 0, 1)
     with pytest.raises(LayerdbError, match="Ray gives each task one GPU"):
         task_resources("cuda:1", 8, 1)
-
-
-def test_the_cli_defaults_match_the_executor():
-    assert collect_cli.DEFAULT_MAX_RETRIES == ray_executor.DEFAULT_MAX_RETRIES
-    assert collect_cli.MAX_RETRIES_LIMIT == ray_executor.MAX_RETRIES_LIMIT
-    assert collect_cli.DEFAULT_CPUS_PER_TASK == ray_executor.DEFAULT_CPUS_PER_TASK
 
 
 def test_tasks_see_this_process_hf_settings(monkeypatch):

@@ -1,21 +1,22 @@
 """``layerdb collect``: layer-ablation sweeps over a model's checkpoints, into the store.
 
-The torch half (``collectors``) is imported inside the command only, so ``import layerdb.cli``
-stays torch-free.
+The help lists defaults, components and families from their one definition (``collectors.settings``,
+``layerdb.schema``, ``collectors.families``: all torch-free); the torch half is imported inside the
+command only, so ``import layerdb.cli`` stays torch-free.
 """
 from __future__ import annotations
 
 import click
 
+from collectors.families import supported
+from collectors.settings import (DEFAULT_BATCH_SIZE, DEFAULT_CPUS_PER_TASK, DEFAULT_DATA,
+                                 DEFAULT_MAX_RETRIES, DEFAULT_SEQ_LEN, DEFAULT_TOKENS, DTYPES,
+                                 MAX_RETRIES_LIMIT)
+
+from ..schema import ABLATED_COMPONENTS
 from .common import LayerdbError, console, console_err, db_path
 
-# Shown in the help; tests check they match collectors.collect / collectors.eval_tokens.
-DEFAULT_DATA = "hf:NeelNanda/pile-10k:train"
-DEFAULT_TOKENS = 131_072
-# --executor ray; tests check they match collectors.ray_executor.
-DEFAULT_CPUS_PER_TASK = 1
-DEFAULT_MAX_RETRIES = 3
-MAX_RETRIES_LIMIT = 10
+FAMILY_LIST = supported()
 
 
 @click.command("collect")
@@ -24,8 +25,9 @@ MAX_RETRIES_LIMIT = 10
               help="A hub revision (branch, tag or commit); repeat for more. Default: main.")
 @click.option("--steps", metavar="SPEC",
               help="Select revisions by training step: all, log (0, 1, 2, 4 ... 512, 1000, 2000, "
-                   "4000 ... and the final step) or a comma list of steps. Pythia's schedule is built "
-                   "in; other models use the step-named revisions on the hub or in the HF cache.")
+                   "4000 ... and the final step) or a comma list of steps. The steps are those of "
+                   "the revisions the hub (or else the HF cache) lists with a step in their name; "
+                   "Pythia's published schedule serves only when neither can be read.")
 @click.option("--data", metavar="SOURCE",
               help="Evaluation text: a .txt file (one document), .jsonl (field 'text'), .parquet "
                    "(column 'text') or hf:NAME[:SPLIT] (needs the datasets library). "
@@ -34,12 +36,14 @@ MAX_RETRIES_LIMIT = 10
 @click.option("--tokens", type=int, default=DEFAULT_TOKENS, show_default=True, metavar="N",
               help="Evaluation tokens; the first floor(N / seq-len) sequences are used.")
 @click.option("--seq-len", type=int, default=None, metavar="N",
-              help="Tokens per sequence. Default: 1024, or the model's context if shorter.")
-@click.option("--batch-size", type=int, default=8, show_default=True, metavar="N",
+              help=f"Tokens per sequence. Default: {DEFAULT_SEQ_LEN}, or the model's context if "
+                   "shorter.")
+@click.option("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, show_default=True, metavar="N",
               help="Sequences per forward pass.")
-@click.option("--components", default="block,attn,mlp", show_default=True, metavar="LIST",
-              help="Comma list of what to ablate per layer: block, attn, mlp.")
-@click.option("--dtype", default="auto", show_default=True, metavar="auto|float32|bfloat16|float16",
+@click.option("--components", default=",".join(ABLATED_COMPONENTS), show_default=True,
+              metavar="LIST",
+              help=f"Comma list of what to ablate per layer: {', '.join(ABLATED_COMPONENTS)}.")
+@click.option("--dtype", default="auto", show_default=True, metavar="|".join(DTYPES),
               help="Weights dtype; auto = bfloat16 on GPU, float32 on CPU. The loss is always float32.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:i]",
               help="Where to run; auto = the first GPU if there is one.")
@@ -73,6 +77,8 @@ def collect(ctx, model: str, revisions: tuple[str, ...], steps: str | None, data
     eval set are skipped, so re-running resumes. The store is held only while a checkpoint's rows
     are written: query it while a sweep runs.
 
+    Families: {families}.
+
     With --executor ray each checkpoint is a Ray task on a cluster (or a local Ray instance);
     tasks return their rows and this process writes them as they arrive. A task whose worker dies
     is retried, then reported; Ctrl-C cancels the rest and leaves whole checkpoints only.
@@ -81,29 +87,33 @@ def collect(ctx, model: str, revisions: tuple[str, ...], steps: str | None, data
     """
     names = [c.strip() for c in components.split(",") if c.strip()]
     if names == ["all"]:
-        names = ["block", "attn", "mlp"]
-    request = dict(revisions=revisions, steps=steps, data=data, tokens=tokens, seq_len=seq_len,
-                   batch_size=batch_size, components=tuple(names), dtype=dtype, device=device,
-                   evict=evict, console=console_err)
-    if executor == "ray":
-        from collectors.ray_executor import collect_on_ray
-
-        report = collect_on_ray(
-            db_path(ctx), model, address=ray_address,
-            max_retries=_or(max_retries, DEFAULT_MAX_RETRIES),
-            cpus_per_task=_or(cpus_per_task, DEFAULT_CPUS_PER_TASK), **request)
-    else:
+        names = list(ABLATED_COMPONENTS)
+    if executor != "ray":
         given = {"--ray-address": ray_address, "--cpus-per-task": cpus_per_task,
                  "--max-retries": max_retries}
         ray_only = [name for name, value in given.items() if value is not None]
         if ray_only:
             raise LayerdbError(f"{', '.join(ray_only)}: only with --executor ray")
-        from collectors.collect import collect as run_collect
+    from collectors.collect import LocalExecutor, collect as run_collect
 
-        report = run_collect(db_path(ctx), model, **request)
+    if executor == "ray":
+        from collectors.ray_executor import RayExecutor
+
+        chosen = RayExecutor(address=ray_address,
+                             max_retries=_or(max_retries, DEFAULT_MAX_RETRIES),
+                             cpus_per_task=_or(cpus_per_task, DEFAULT_CPUS_PER_TASK))
+    else:
+        chosen = LocalExecutor()
+    report = run_collect(db_path(ctx), model, executor=chosen, revisions=revisions, steps=steps,
+                         data=data, tokens=tokens, seq_len=seq_len, batch_size=batch_size,
+                         components=tuple(names), dtype=dtype, device=device, evict=evict,
+                         console=console_err)
     console.print(
         f"{report.model}: {len(report.written)} checkpoint(s) collected, {len(report.skipped)} "
         f"already complete, eval set {report.eval_set}", highlight=False)
+
+
+collect.help = collect.help.replace("{families}", FAMILY_LIST)
 
 
 def _or(value, default):

@@ -11,9 +11,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from collectors.demo_corpus import EOS, encode_documents, prepare_corpus  # noqa: E402
-from collectors.demo_train import (DemoModelSpec, checkpoint_steps, learning_rate,  # noqa: E402
-                                   train_demo)
+from collectors.demo.corpus import EOS, encode_documents, prepare_corpus  # noqa: E402
+from collectors.demo.specs import DemoModelSpec  # noqa: E402
+from collectors.demo.train import checkpoint_steps, learning_rate, train_demo  # noqa: E402
 
 TINY = DemoModelSpec("demo/tiny", n_layers=2, d_model=32, n_heads=2, seq_len=32, batch_size=8,
                      steps=40, lr=1e-2, warmup_steps=4)
@@ -126,14 +126,14 @@ def test_a_changed_spec_retrains_and_drops_stale_revisions(tmp_path):
     train_demo(tmp_path, **{**TINY_DEMO, "specs": (short,)})
     model = train_demo(tmp_path, **{**TINY_DEMO, "specs": (replace(short, steps=12),)}).models[0]
     assert not model.reused and model.revisions[-1] == "step12"
-    refs = repo_cache_dir(tmp_path / "hf_home", "demo/tiny") / "refs"
+    refs = repo_cache_dir("demo/tiny", tmp_path / "hf_home" / "hub") / "refs"
     assert sorted(p.name for p in refs.iterdir()) == sorted(model.revisions + ["main"])
 
 
 def test_rich_progress_callback_keeps_one_task_per_key():
     from rich.progress import Progress
 
-    from collectors.demo_train import rich_progress_callback
+    from collectors.demo.train import rich_progress_callback
 
     progress = Progress(disable=True)
     update = rich_progress_callback(progress)

@@ -29,40 +29,14 @@ from typing import Callable
 
 import torch
 
-from collectors.demo_corpus import (Corpus, encode_documents, load_tokenizer, prepare_corpus,
-                                    train_tokenizer, write_jsonl)
-from collectors.cpu_malloc import tune_glibc_malloc
-from collectors.hub_cache import add_revision, repo_cache_dir
+from ..cpu_malloc import tune_glibc_malloc
+from ..hub_cache import add_revision, hub_cache_of, repo_cache_dir
+from .corpus import (Corpus, encode_documents, load_tokenizer, prepare_corpus, train_tokenizer,
+                     write_jsonl)
+from .specs import DEMO_VOCAB_SIZE, FULL, DemoModelSpec
 
 # progress(key, done, total, message): one bar per key ("corpus", "tokenizer", or a repo id).
 ProgressFn = Callable[[str, int, int, str], None]
-
-
-@dataclass(frozen=True)
-class DemoModelSpec:
-    repo_id: str  # where it is cached, "ORG/NAME"
-    n_layers: int
-    d_model: int
-    n_heads: int  # head size d_model / n_heads; a quarter of each head is rotary, as in Pythia
-    seq_len: int = 128  # training context, also max_position_embeddings: collect with --seq-len <= this
-    batch_size: int = 8  # sequences per step; at a fixed token budget, 8 beat 16 on held-out loss
-    steps: int = 400  # optimizer updates; checkpoint "stepN" holds the weights after N of them
-    lr: float = 6e-3  # peak; tiny models want far more than Pythia's 1e-3 (1e-3: +0.7 nats held-out)
-    warmup_steps: int = 40
-    min_lr_ratio: float = 0.1  # cosine decays to lr * this, as Pythia does
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-
-    @property
-    def tokens_per_step(self) -> int:
-        return self.batch_size * self.seq_len
-
-
-DEMO_SPECS = (
-    DemoModelSpec("demo/pythia-6l", n_layers=6, d_model=128, n_heads=4),
-    DemoModelSpec("demo/pythia-12l", n_layers=12, d_model=96, n_heads=3),
-)
-DEMO_VOCAB_SIZE = 2048
 
 
 @dataclass
@@ -92,7 +66,7 @@ def checkpoint_steps(steps: int) -> list[int]:
     return sorted({0, steps} | {2**i for i in range(steps.bit_length()) if 2**i < steps})
 
 
-def train_demo(out_dir: str | os.PathLike, seed: int = 0, specs=DEMO_SPECS,
+def train_demo(out_dir: str | os.PathLike, seed: int = 0, specs=FULL.specs,
                vocab_size: int = DEMO_VOCAB_SIZE, max_docs: int | None = None,
                progress: ProgressFn | None = None, threads: int | None = None) -> DemoTraining:
     """Everything the demo trains: corpus split, held-out jsonl, tokenizer, one model per spec.
@@ -175,7 +149,7 @@ def train_demo_model(spec: DemoModelSpec, corpus: Corpus, tokenizer, out_dir: st
         tokens = encode_documents(tokenizer, corpus.train_docs, max_tokens=_stream_tokens(spec))
     batches = _batches(tokens[:_stream_tokens(spec)], spec, seed)  # a function of this spec alone
     _manifest_path(out_dir, spec.repo_id).unlink(missing_ok=True)
-    shutil.rmtree(repo_cache_dir(hf_home, spec.repo_id), ignore_errors=True)  # no stale revisions
+    shutil.rmtree(repo_cache_dir(spec.repo_id, hub_cache_of(hf_home)), ignore_errors=True)  # no stale revisions
     staging = out_dir / "train" / _slug(spec.repo_id)
     save_at = set(checkpoint_steps(spec.steps))
     losses: list[float] = []
@@ -339,7 +313,7 @@ def _reusable(spec: DemoModelSpec, seed: int, corpus: Corpus, tokenizer, out_dir
     saved = json.loads(path.read_text())
     if saved.get("key") != _reuse_key(spec, seed, corpus, tokenizer):
         return None
-    refs = repo_cache_dir(hf_home, spec.repo_id) / "refs"
+    refs = repo_cache_dir(spec.repo_id, hub_cache_of(hf_home)) / "refs"
     trained = TrainedModel(**{**saved["model"], "reused": True})
     if not all((refs / rev).exists() for rev in trained.revisions + ["main"]):
         return None

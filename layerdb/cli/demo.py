@@ -33,7 +33,7 @@ def demo(out: str, seed: int, quick: bool) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     start = time.perf_counter()
     try:
-        from collectors.demo import DemoOptions, run_demo
+        from collectors.demo.run import DemoOptions, run_demo
     except ImportError as exc:
         from ..errors import LayerdbError
 

@@ -8,5 +8,6 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 pytest_plugins = [
     "tests.fixtures.stores",
     "tests.fixtures.hub",
+    "tests.fixtures.hub_server",
     "tests.fixtures.results",
 ]

@@ -11,8 +11,10 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.types import UserDefinedType
 
-COMPONENTS = ("none", "block", "attn", "mlp")  # "none" = the un-ablated baseline, layer = -1
-ABLATED_COMPONENTS = ("block", "attn", "mlp")
+COMPONENTS = ("none", "block", "attn", "mlp", "swap")  # "none" = the baseline, layer = -1
+ABLATED_COMPONENTS = ("block", "attn", "mlp")  # what --components drops, one layer at a time
+SPAN_COMPONENTS = ("block", "swap")  # the components whose rows may span several layers
+METRICS = ("block_influence", "update_ratio", "attn_ratio", "mlp_ratio", "angular_distance")
 METHODS = ("zero", "mean")  # as the results CHECK allows; tests/test_migrations.py compares them
 BASELINE_LAYER = -1
 
@@ -52,6 +54,10 @@ checkpoints = sa.Table(
     sa.Column("weights_fingerprint", sa.String),  # hash of the loaded weights
     sa.Column("commit_hash", sa.String),  # resolved hub commit, where known
     sa.Column("created_at", sa.DateTime),
+    sa.Column("weights_digest", sa.String),  # from the hub's LFS sha256 of the weight files
+    sa.Column("weight_files", sa.Integer),
+    sa.Column("weight_bytes", sa.BigInteger),
+    sa.Column("same_weights_as", sa.String),  # the revision whose results stand for this one
 )
 
 eval_sets = sa.Table(
@@ -87,6 +93,11 @@ runs = sa.Table(
     sa.Column("torch_version", sa.String),
     sa.Column("transformers_version", sa.String),
     sa.Column("error", sa.String),
+    sa.Column("spans", sa.String),  # comma list of the span lengths asked for, e.g. "2,4"
+    sa.Column("swaps", sa.Boolean),
+    sa.Column("precision", sa.Float),  # adaptive evaluation's EPS (nats); NULL = fixed budget
+    sa.Column("order_seed", sa.BigInteger),  # seed of the evaluation order; NULL = natural order
+    sa.Column("ablated_sequences", sa.BigInteger),  # sequences all ablated passes used together
 )
 
 results = sa.Table(
@@ -98,19 +109,35 @@ results = sa.Table(
     sa.Column("method", sa.String, primary_key=True),
     sa.Column("component", sa.String, primary_key=True),
     sa.Column("layer", sa.Integer, primary_key=True),  # -1 for the baseline
-    sa.Column("span", sa.Integer, primary_key=True),  # contiguous layers dropped; 1 for now
-    sa.Column("loss", sa.Float, nullable=False),  # mean next-token CE over all predicted tokens
-    sa.Column("n_tokens", sa.BigInteger),
-    sa.Column("delta", sa.Float),  # loss - baseline loss; 0 for the baseline
+    sa.Column("span", sa.Integer, primary_key=True),  # layers involved: k .. k+span-1
+    sa.Column("loss", sa.Float, nullable=False),  # mean next-token CE over the predicted tokens
+    sa.Column("n_tokens", sa.BigInteger),  # predicted tokens the row used
+    sa.Column("n_sequences", sa.Integer),  # evaluation sequences the row used (adaptive: fewer)
+    sa.Column("delta", sa.Float),  # loss - baseline loss on the same sequences; 0 for the baseline
     sa.Column("delta_ci_low", sa.Float),  # 95% interval of the paired per-sequence delta
     sa.Column("delta_ci_high", sa.Float),
-    sa.Column("seq_losses", DoubleList),  # per-sequence mean losses
+    sa.Column("p_value", sa.Float),  # two-sided, of delta = 0 (adaptive rows: anytime-valid)
+    sa.Column("seq_losses", DoubleList),  # per-sequence mean losses, in evaluation order
     sa.Column("run_id", sa.String),
     sa.Column("created_at", sa.DateTime, nullable=False),  # newer rows replace older ones
 )
 
+layer_metrics = sa.Table(
+    "layer_metrics", metadata,
+    sa.Column("model", sa.String, primary_key=True),
+    sa.Column("revision", sa.String, primary_key=True),
+    sa.Column("eval_set", sa.String, primary_key=True),
+    sa.Column("metric", sa.String, primary_key=True),  # one of METRICS
+    sa.Column("layer", sa.Integer, primary_key=True),  # k: from the residual entering layer k
+    sa.Column("span", sa.Integer, primary_key=True),  # n: to the residual after layer k+n-1
+    sa.Column("value", sa.Float, nullable=False),  # averaged over every position of every sequence
+    sa.Column("run_id", sa.String),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
 RESULT_KEY = ("model", "revision", "eval_set", "method", "component", "layer", "span")
-TABLES = {t.name: t for t in (models, checkpoints, eval_sets, runs, results)}
+LAYER_METRIC_KEY = ("model", "revision", "eval_set", "metric", "layer", "span")
+TABLES = {t.name: t for t in (models, checkpoints, eval_sets, runs, results, layer_metrics)}
 VIEWS = ("ablations", "latest_ablations")  # created by the migrations; see migrations/versions
 
 _ARROW_TYPES = {

@@ -12,13 +12,12 @@ import pyarrow.compute as pc
 
 from .errors import BadRows
 from .revisions import parse_revision
-from .schema import BASELINE_LAYER, COMPONENTS, METHODS, RESULT_KEY, TABLES, arrow_schema
+from .schema import (BASELINE_LAYER, COMPONENTS, METHODS, METRICS, RESULT_KEY, SPAN_COMPONENTS,
+                     TABLES, arrow_schema)
 
 REQUIRED_RESULT_COLUMNS = ("model", "revision", "eval_set", "component", "layer", "loss")
-_KEY_COLUMNS = {
-    "models": ("model",), "checkpoints": ("model", "revision"), "eval_sets": ("eval_set",),
-    "runs": ("run_id",),
-}
+_KEY_COLUMNS = {name: tuple(c.name for c in table.primary_key.columns)
+                for name, table in TABLES.items()}
 
 
 def to_arrow(rows: Any) -> pa.Table:
@@ -72,6 +71,11 @@ def normalize_results(rows: Any) -> pa.Table:
     _fail_where(table, pc.and_(pc.invert(is_base), pc.less(table["layer"], 0)),
                 "an ablated component needs a layer >= 0")
     _fail_where(table, pc.less(table["span"], 1), "span must be >= 1")
+    _fail_where(table, pc.and_(pc.greater(table["span"], 1),
+                               pc.invert(pc.is_in(table["component"], pa.array(SPAN_COMPONENTS)))),
+                f"only {' and '.join(SPAN_COMPONENTS)} rows may span several layers")
+    _fail_where(table, pc.and_(pc.equal(table["component"], "swap"), pc.not_equal(table["span"], 2)),
+                "a swap row has span 2")
     _fail_on_repeated_keys(table)
     return table
 
@@ -102,6 +106,11 @@ def normalize_table(name: str, rows: Any) -> pa.Table:
         if col not in table.column_names:
             raise BadRows(f"{name} rows lack the key column {col}")
         _fail_where(table, pc.is_null(table[col]), f"missing {col}", what=name)
+    if name == "layer_metrics":
+        _fail_where(table, pc.invert(pc.is_in(table["metric"], pa.array(METRICS))),
+                    "unknown metric (expected one of: " + ", ".join(METRICS) + ")", what=name)
+        _fail_where(table, pc.invert(pc.is_finite(table["value"])), "value is NaN or infinite",
+                    what=name)
     return table
 
 

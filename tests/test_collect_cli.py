@@ -107,7 +107,8 @@ def test_a_write_failing_inside_the_transaction_leaves_nothing(tmp_path, neox, m
     monkeypatch.setattr(Store, "_upsert_results", half_written)
     result = collect(db, *neox, "-r", "step0")
     assert result.exit_code == 130
-    assert counts(db) == {"models": 0, "checkpoints": 0, "eval_sets": 0, "runs": 0, "results": 0}
+    assert counts(db) == {"models": 0, "checkpoints": 0, "eval_sets": 0, "runs": 0, "results": 0,
+                          "layer_metrics": 0}
 
 
 def test_a_reader_works_while_a_collector_writes(tmp_path, neox, monkeypatch):

@@ -2,10 +2,12 @@
 import re
 
 import duckdb
+import numpy as np
 import pytest
 
 from layerdb import Store, migrate
 from layerdb.errors import SchemaBehind
+from layerdb.pvalues import paired_t_pvalue
 from layerdb.schema import METHODS, TABLES, VIEWS
 
 # DuckDB's information_schema type name for each SQLAlchemy type used in layerdb/schema.py
@@ -111,6 +113,19 @@ def test_upgrading_a_populated_0001_store_keeps_every_row_and_value(tmp_path):
         latest = store.sql("SELECT model, min(step) AS s, max(step) AS e, count(*) AS n "
                            "FROM latest_ablations GROUP BY model ORDER BY model")
         assert latest.values.tolist() == [["acme/large", 4, 4, 17], ["acme/small", 4, 4, 12]]
+        # what 0002 adds to old rows: sequences used, and the p-value of their paired t test
+        added = store.sql("SELECT r.component, r.n_sequences, r.p_value, r.seq_losses AS a, "
+                          "b.seq_losses AS b FROM results r JOIN results b USING "
+                          "(model, revision, eval_set, method) WHERE b.component = 'none'")
+        assert set(added["n_sequences"]) == {2}
+        for row in added.itertuples():
+            expected = (None if row.component == "none"
+                        else paired_t_pvalue([x - y for x, y in zip(row.a, row.b)]))
+            assert (row.p_value is None or np.isnan(row.p_value)) if expected is None \
+                else row.p_value == pytest.approx(expected, rel=1e-12)
+    with Store.open(path) as store:  # and back: 0001 holds the same rows again
+        store.downgrade("0001")
+    assert contents() == before
 
 
 # The columns of schema 0001 (migrations/versions/0001_initial.py), frozen here on purpose.

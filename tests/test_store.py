@@ -12,6 +12,8 @@ import pytest
 from layerdb import LayerdbError, Store, migrate
 from layerdb.errors import BadRows, ReadOnlyViolation, StoreLocked
 
+EMPTY = dict(models=0, checkpoints=0, eval_sets=0, runs=0, results=0, layer_metrics=0)
+
 
 def rows(loss_shift=0.0, created_at=None, n_layers=2):
     out = [dict(model="m", revision="step8", eval_set="e", component="none", layer=-1,
@@ -35,7 +37,7 @@ def count(store, table="results"):
 def test_new_file_is_created_at_head(db_path):
     with Store.open(db_path) as store:
         assert store.schema_revision() == migrate.head_revision()
-        assert store.table_counts() == dict(models=0, checkpoints=0, eval_sets=0, runs=0, results=0)
+        assert store.table_counts() == EMPTY
 
 
 def test_read_only_open_of_missing_file_is_an_error(tmp_path):
@@ -84,7 +86,7 @@ def test_duplicate_keys_in_one_batch_are_named_and_nothing_is_written(empty_stor
                r"method='zero', component='none', layer=-1, span=1\)"
     with pytest.raises(BadRows, match=repeated):
         empty_store.write_checkpoint(model=[dict(model="m", n_layers=2)], results=rows() + rows()[:1])
-    assert empty_store.table_counts() == dict(models=0, checkpoints=0, eval_sets=0, runs=0, results=0)
+    assert empty_store.table_counts() == EMPTY
 
 
 def test_sql_binds_parameters(empty_store):

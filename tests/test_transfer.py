@@ -5,7 +5,7 @@ import pytest
 from layerdb import Store
 from layerdb.errors import BadRows, LayerdbError
 from layerdb.transfer import export_store, import_path
-from tests.test_store import rows
+from tests.test_store import EMPTY, rows
 
 
 def populated(path):
@@ -30,7 +30,7 @@ def test_export_import_round_trip(tmp_path):
     with populated(tmp_path / "a.duckdb") as a:
         counts = export_store(a, tmp_path / "out")
         before = snapshot(a)
-    assert counts == dict(models=1, checkpoints=1, eval_sets=1, runs=1, results=7)
+    assert counts == dict(models=1, checkpoints=1, eval_sets=1, runs=1, results=7, layer_metrics=0)
     with Store.open(tmp_path / "b.duckdb") as b:
         import_path(b, tmp_path / "out")
         import_path(b, tmp_path / "out")  # idempotent
@@ -86,7 +86,7 @@ def test_bad_rows_reject_the_whole_file(tmp_path, mutate, message, suffix):
     with Store.open(tmp_path / "s.duckdb") as store:
         with pytest.raises(BadRows, match=message):
             import_path(store, path)
-        assert store.table_counts() == dict(models=0, checkpoints=0, eval_sets=0, runs=0, results=0)
+        assert store.table_counts() == EMPTY
 
 
 def test_unimportable_paths(tmp_path):

@@ -19,3 +19,7 @@ class ReadOnlyViolation(LayerdbError):
 
 class BadRows(LayerdbError):
     """Rows offered for import or ingest fail validation; nothing was written."""
+
+
+class StoreWriteError(LayerdbError):
+    """Writing to the store failed (a full disk above all); the message says what was kept."""

@@ -22,6 +22,7 @@ from . import migrate
 from .errors import LayerdbError, ReadOnlyViolation, SchemaBehind, StoreLocked
 from .schema import RESULT_KEY, TABLES
 from .validate import normalize_results, normalize_table
+from .write_errors import creation_failure, write_failure
 
 DEFAULT_DB = "layerdb.duckdb"
 DEFAULT_LOCK_TIMEOUT = 120.0  # seconds a process waits for another one's lock
@@ -92,16 +93,28 @@ class Store:
             parent = Path(path).parent
             if not parent.exists():
                 raise LayerdbError(f"cannot create store {path}: folder {parent} does not exist")
-        con = connect_with_retry(path, read_only=read_only, timeout=lock_timeout)
+        try:
+            con = connect_with_retry(path, read_only=read_only, timeout=lock_timeout)
+        except LayerdbError as exc:
+            if exists or isinstance(exc, StoreLocked):
+                raise
+            _discard_new_store(path)  # e.g. a 0-byte file left by a full disk
+            raise creation_failure(path, exc) or exc from None
         store = cls(path, con, read_only)
         try:
             if not exists:
                 store.upgrade()
             elif check_schema:
                 store.check_schema()
-        except BaseException:
+        except BaseException as exc:
             store.close()
-            raise
+            if exists:
+                raise
+            _discard_new_store(path)  # a store without its schema would fail the next run
+            failure = creation_failure(path, exc)
+            if failure is None:
+                raise
+            raise failure from None
         return store
 
     def close(self) -> None:
@@ -182,14 +195,23 @@ class Store:
 
     # -- writing -----------------------------------------------------------------------------
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        self.con.execute("BEGIN TRANSACTION")
+    def transaction(self, label: str = "the transaction") -> Iterator[None]:
+        """All or nothing.  A write that fails on I/O (a full disk above all) or at COMMIT raises
+        a one-line StoreWriteError naming ``label``; earlier commits stay intact
+        (layerdb.write_errors says what DuckDB does)."""
         try:
-            yield
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
-        self.con.execute("COMMIT")
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                yield
+            except BaseException:
+                _rollback(self.con)
+                raise
+            self.con.execute("COMMIT")
+        except duckdb.Error as exc:
+            failure = write_failure(self.path, label, exc)
+            if failure is None:
+                raise
+            raise failure from None
 
     def write_results(self, rows: pa.Table | pd.DataFrame) -> int:
         """Idempotent upsert of result rows; a row replaces an existing one of the same key
@@ -214,10 +236,11 @@ class Store:
         return table.num_rows
 
     def write_checkpoint(self, *, model=None, checkpoint=None, eval_set=None, run=None,
-                         results=None) -> None:
-        """Everything one checkpoint's sweep produced, in one transaction (all or nothing)."""
+                         results=None, label: str = "the checkpoint") -> None:
+        """Everything one checkpoint's sweep produced, in one transaction (all or nothing);
+        ``label`` names it in errors (e.g. "checkpoint step8 of org/model")."""
         normalized = normalize_results(results) if results is not None else None
-        with self.transaction():
+        with self.transaction(label):
             for name, rows in (("models", model), ("checkpoints", checkpoint),
                                ("eval_sets", eval_set), ("runs", run)):
                 if rows is not None:
@@ -254,6 +277,20 @@ def check_read_only(con: duckdb.DuckDBPyConnection, text: str) -> None:
             f"refused: {kind} statements are not allowed here; `layerdb sql` is read-only "
             "(SELECT, WITH ... SELECT, EXPLAIN)"
         )
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back if DuckDB has not already (a failed COMMIT drops the transaction itself, a fatal
+    error invalidates the database): the error that led here is the one to report."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
+
+
+def _discard_new_store(path: str) -> None:
+    for leftover in (Path(path), Path(path + ".wal")):
+        leftover.unlink(missing_ok=True)
 
 
 def _connection_wrapper(con):

@@ -39,9 +39,11 @@ def _completed(store: Store, model: str, eval_set: str, method: str,
 
 
 def write_rows(db_path: str, rows: SweepRows) -> None:
-    """Write one checkpoint's rows in one transaction; creates the store if there is none."""
+    """Write one checkpoint's rows in one transaction; creates the store if there is none.
+    A full disk (or another I/O failure) raises a one-line StoreWriteError naming the checkpoint."""
     with Store.open(db_path) as store:
-        store.write_checkpoint(**rows.as_kwargs())
+        store.write_checkpoint(**rows.as_kwargs(),
+                               label=f"checkpoint {rows.revision} of {rows.model}")
 
 
 def duplicate_revisions(db_path: str, model: str) -> list[list[str]]:

@@ -28,6 +28,10 @@ class BadRows(LayerdbError):
     """Rows offered for import or ingest fail validation; nothing was written."""
 
 
+class StoreWriteError(LayerdbError):
+    """Writing to the store failed (a full disk above all); the message says what was kept."""
+
+
 def first_line(exc: BaseException) -> str:
     """An exception as one line: its message's first line, or its type when it has none."""
     text = str(exc).strip()

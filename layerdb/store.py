@@ -22,6 +22,7 @@ from . import migrate
 from .errors import LayerdbError, ReadOnlyViolation, SchemaBehind, StoreLocked, first_line, require_folder
 from .schema import RESULT_KEY, TABLES
 from .validate import normalize_results, normalize_table
+from .write_errors import creation_failure, write_failure
 
 DEFAULT_DB = "layerdb.duckdb"
 DEFAULT_LOCK_TIMEOUT = 120.0  # seconds a process waits for another one's lock
@@ -90,16 +91,28 @@ class Store:
                     f"no store at {path} (collect or import results first, or pass --db)"
                 )
             require_folder(path, "create store")
-        con = connect_with_retry(path, read_only=read_only, timeout=lock_timeout)
+        try:
+            con = connect_with_retry(path, read_only=read_only, timeout=lock_timeout)
+        except LayerdbError as exc:
+            if exists or isinstance(exc, StoreLocked):
+                raise
+            _discard_new_store(path)  # e.g. a 0-byte file left by a full disk
+            raise creation_failure(path, exc) or exc from None
         store = cls(path, con, read_only)
         try:
             if not exists:
                 store.upgrade()
             elif check_schema:
                 store.check_schema()
-        except BaseException:
+        except BaseException as exc:
             store.close()
-            raise
+            if exists:
+                raise
+            _discard_new_store(path)  # a store without its schema would fail the next run
+            failure = creation_failure(path, exc)
+            if failure is None:
+                raise
+            raise failure from None
         return store
 
     def close(self) -> None:
@@ -180,14 +193,23 @@ class Store:
 
     # -- writing -----------------------------------------------------------------------------
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        self.con.execute("BEGIN TRANSACTION")
+    def transaction(self, label: str = "the transaction") -> Iterator[None]:
+        """All or nothing.  A write that fails on I/O (a full disk above all) or at COMMIT raises
+        a one-line StoreWriteError naming ``label``; earlier commits stay intact
+        (layerdb.write_errors says what DuckDB does)."""
         try:
-            yield
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
-        self.con.execute("COMMIT")
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                yield
+            except BaseException:
+                _rollback(self.con)
+                raise
+            self.con.execute("COMMIT")
+        except duckdb.Error as exc:
+            failure = write_failure(self.path, label, exc)
+            if failure is None:
+                raise
+            raise failure from None
 
     def write_results(self, rows: pa.Table | pd.DataFrame) -> int:
         """Idempotent upsert of result rows; a row replaces an existing one of the same key
@@ -214,18 +236,21 @@ class Store:
         return table.num_rows
 
     def write_checkpoint(self, *, model=None, checkpoint=None, eval_set=None, run=None,
-                         results=None) -> None:
-        """Everything one checkpoint's sweep produced, in one transaction (all or nothing)."""
+                         results=None, label: str = "the checkpoint") -> None:
+        """Everything one checkpoint's sweep produced, in one transaction (all or nothing);
+        ``label`` names it in errors (e.g. "checkpoint step8 of org/model")."""
         given = {"models": model, "checkpoints": checkpoint, "eval_sets": eval_set, "runs": run,
                  "results": results}
-        self.write_tables({name: rows for name, rows in given.items() if rows is not None})
+        self.write_tables({name: rows for name, rows in given.items() if rows is not None},
+                          label=label)
 
-    def write_tables(self, tables: dict[str, Any], *, fill_in=None) -> dict[str, int]:
+    def write_tables(self, tables: dict[str, Any], *, fill_in=None,
+                     label: str = "the transaction") -> dict[str, int]:
         """Rows for several tables in one transaction (all or nothing).  ``tables`` rows replace
         existing rows of the same key (results: unless those are newer).  ``fill_in``, given the
         checked tables, returns rows written only where their key is missing (e.g. the models that
-        imported results imply).  Every batch is checked before anything is written (BadRows).
-        Returns the rows offered per table."""
+        imported results imply).  Every batch is checked before anything is written (BadRows);
+        ``label`` names the write in errors.  Returns the rows offered per table."""
         unknown = sorted(set(tables) - set(TABLES))
         if unknown:
             raise LayerdbError(f"no such table(s): {', '.join(unknown)}")
@@ -233,7 +258,7 @@ class Store:
                    for name, rows in tables.items()}
         missing = {name: normalize_table(name, rows)
                    for name, rows in (fill_in(checked) if fill_in else {}).items()}
-        with self.transaction():
+        with self.transaction(label):
             for name in TABLES:  # parents before results
                 if name in checked and name != "results":
                     self._insert(name, checked[name], replace=True)
@@ -272,6 +297,20 @@ def check_read_only(con: duckdb.DuckDBPyConnection, text: str) -> None:
             f"refused: {kind} statements are not allowed here; `layerdb sql` is read-only "
             "(SELECT, WITH ... SELECT, EXPLAIN)"
         )
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back if DuckDB has not already (a failed COMMIT drops the transaction itself, a fatal
+    error invalidates the database): the error that led here is the one to report."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
+
+
+def _discard_new_store(path: str) -> None:
+    for leftover in (Path(path), Path(path + ".wal")):
+        leftover.unlink(missing_ok=True)
 
 
 def _connection_wrapper(con):

@@ -50,7 +50,8 @@ def import_path(store, path: str | Path) -> dict[str, int]:
         tables = {"results": _read_parquet(path) if path.suffix.lower() == ".parquet"
                   else _read_csv(path)}
     try:
-        return store.write_tables(tables, fill_in=partial(_implied, store))
+        return store.write_tables(tables, fill_in=partial(_implied, store),
+                                  label=f"the import of {path}")
     except BadRows as exc:
         raise BadRows(f"{path}: {exc}") from None
 

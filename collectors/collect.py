@@ -26,7 +26,6 @@ from rich.markup import escape
 from layerdb.errors import LayerdbError, first_line, require_folder
 from layerdb.schema import ABLATED_COMPONENTS
 
-from .ablations import ablations
 from .checkpoints import (CheckpointLoadError, ModelRef, load_checkpoint, load_config,
                           plan_revisions, resolve_model)
 from .cpu_malloc import tune_glibc_malloc
@@ -36,8 +35,8 @@ from .hub import Prefetcher, evict_revision
 from .progress import SweepProgress
 from .rows import SweepRows
 from .settings import DEFAULT_BATCH_SIZE, DEFAULT_DATA, DEFAULT_SEQ_LEN, DEFAULT_TOKENS, DTYPES
-from .sweep import NonFiniteLoss, SweepOptions, sweep_checkpoint
-from .writer import completed, duplicate_revisions, write_rows
+from .sweep import NonFiniteLoss, SweepOptions, n_passes, sweep_checkpoint
+from .writer import completed_kinds, duplicate_revisions, write_rows
 
 # Files a local checkpoint folder holds when its tokenizer was saved beside the model.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model",
@@ -54,11 +53,17 @@ class Plan:
     device: str  # auto | cpu | cuda[:i], resolved where the sweep runs
     n_layers: int
 
-    @property
-    def n_passes(self) -> int:
-        """Forward passes per checkpoint: per batch, the baseline and every ablation."""
-        n_batches = -(-self.tokens.n_sequences // self.options.batch_size)
-        return n_batches * (1 + len(ablations(self.n_layers, self.options.components)))
+    def n_passes(self, options: SweepOptions) -> int:
+        """Forward passes of one checkpoint swept with ``options``."""
+        return n_passes(self.tokens.n_sequences, self.n_layers, options)
+
+    def todo(self, db_path: str, revisions: list[str]) -> dict[str, SweepOptions]:
+        """Per revision not yet complete in the store: the options cut down to what it lacks
+        (the ``coverage`` query decides)."""
+        done = completed_kinds(db_path, self.ref.name, self.tokens.eval_set, self.options.method)
+        missing = {r: self.options.only(set(self.options.kinds()) - done.get(r, set()))
+                   for r in revisions}
+        return {r: options for r, options in missing.items() if options is not None}
 
 
 @dataclass
@@ -123,17 +128,20 @@ def load_tokenizer(ref: ModelRef, revision: str):
 
 def prepare(model: str, *, revisions=(), steps: str | None = None, data: str | None = None,
             tokens: int = DEFAULT_TOKENS, seq_len: int | None = None,
-            batch_size: int = DEFAULT_BATCH_SIZE, components=ABLATED_COMPONENTS,
-            dtype: str = "auto", device: str = "auto") -> Plan:
+            batch_size: int = DEFAULT_BATCH_SIZE, components=ABLATED_COMPONENTS, spans=(),
+            swaps: bool = False, method: str = "zero", dtype: str = "auto",
+            device: str = "auto") -> Plan:
     """Check everything about the request and build the eval tokens, before any sweep work."""
     _quiet_transformers()
-    options = SweepOptions(components=tuple(components), batch_size=batch_size)
+    options = SweepOptions(components=tuple(components), spans=tuple(spans), swaps=swaps,
+                           method=method, batch_size=batch_size)
     pick_dtype(dtype, pick_device(device))  # fail now on a bad --dtype / --device
     ref = resolve_model(model)
     planned = plan_revisions(ref, revisions, steps)
     configs = {r: load_config(ref, r) for r in planned}
-    for config in configs.values():
+    for revision, config in configs.items():
         family_for(config)  # an unknown architecture fails here, naming the supported ones
+        options.check_fits(config.num_hidden_layers, f"{ref.name}@{revision}")
     first = configs[planned[0]]
     if seq_len is None:
         seq_len = min(DEFAULT_SEQ_LEN, max_context(first) or DEFAULT_SEQ_LEN)
@@ -146,16 +154,18 @@ def prepare(model: str, *, revisions=(), steps: str | None = None, data: str | N
     return Plan(ref, planned, eval_tokens, options, dtype, device, first.num_hidden_layers)
 
 
-def run_checkpoint(plan: Plan, revision: str, on_pass=None) -> SweepRows:
-    """Load ``plan.ref@revision``, sweep it on the plan's tokens, free the model.  Device and dtype
-    are resolved here, so a plan prepared on one machine runs on another's accelerator."""
+def run_checkpoint(plan: Plan, revision: str, on_pass=None,
+                   options: SweepOptions | None = None) -> SweepRows:
+    """Load ``plan.ref@revision``, sweep it on the plan's tokens with ``options`` (default: the
+    plan's), free the model.  Device and dtype are resolved here, so a plan prepared on one
+    machine runs on another's accelerator."""
     device = pick_device(plan.device)
     if device == "cpu":
         tune_glibc_malloc()  # activations stay mapped between passes (collectors.cpu_malloc)
     checkpoint = load_checkpoint(plan.ref, revision, pick_dtype(plan.dtype, device), device)
     big = sum(p.numel() for p in checkpoint.model.parameters()) > 10_000_000
     try:
-        return sweep_checkpoint(checkpoint, plan.tokens, plan.options, on_pass)
+        return sweep_checkpoint(checkpoint, plan.tokens, options or plan.options, on_pass)
     finally:
         del checkpoint
         if big:  # a full gc costs ~0.3 s: only worth it to free a real model's memory at once
@@ -201,20 +211,24 @@ class LocalExecutor:
     def check(self, request: dict) -> dict:
         return request
 
-    def run(self, run: Collection, todo: list[str]) -> None:
+    def run(self, run: Collection, todo: dict[str, SweepOptions]) -> None:
         plan = run.plan
         prefetcher = Prefetcher(plan.ref.source) if not plan.ref.local else None
-        key = (plan.ref.name, plan.tokens.eval_set, plan.options.method, plan.options.components)
+        revisions = list(todo)
         try:
-            for i, revision in enumerate(todo):
-                if prefetcher and i + 1 < len(todo):
-                    prefetcher.start(todo[i + 1])
-                if i > 0 and revision in completed(run.db_path, *key):
+            for i, revision in enumerate(revisions):
+                if prefetcher and i + 1 < len(revisions):
+                    prefetcher.start(revisions[i + 1])
+                if i > 0:  # another collector may have done it meanwhile
+                    todo.update(plan.todo(run.db_path, [revision]) or {revision: None})
+                options = todo[revision]
+                if options is None:
                     run.skip(revision, "completed meanwhile by another collector")
                     continue
-                run.progress.start_checkpoint(revision, plan.n_passes)
+                run.progress.start_checkpoint(revision, plan.n_passes(options))
                 try:
-                    rows = run_checkpoint(plan, revision, on_pass=run.progress.advance)
+                    rows = run_checkpoint(plan, revision, on_pass=run.progress.advance,
+                                          options=options)
                 except (NonFiniteLoss, CheckpointLoadError) as exc:  # this one fails; go on
                     run.fail(revision, str(exc))
                     continue
@@ -248,17 +262,21 @@ def collect(db_path: str, model: str, *, executor=None, evict: bool = False, con
     return report
 
 
-def skip_complete(db_path: str, plan: Plan, say) -> tuple[CollectReport, list[str]]:
+def skip_complete(db_path: str, plan: Plan, say) -> tuple[CollectReport, dict[str, SweepOptions]]:
     """A report with the revisions already complete in the store marked skipped (and said),
-    and the revisions left to do."""
-    done = completed(db_path, plan.ref.name, plan.tokens.eval_set, plan.options.method,
-                     plan.options.components)
+    and per revision left to do, what it lacks."""
+    todo = plan.todo(db_path, plan.revisions)
     report = CollectReport(plan.ref.name, plan.tokens.eval_set, plan.revisions)
-    report.skipped = [r for r in plan.revisions if r in done]
+    report.skipped = [r for r in plan.revisions if r not in todo]
     if report.skipped:
         say(f"skipping {len(report.skipped)} complete checkpoint(s) of {plan.ref.name} on eval set "
             f"{plan.tokens.eval_set}: {_short_list(report.skipped)}", highlight=False)
-    return report, [r for r in plan.revisions if r not in done]
+    partial = {r: o.kinds() for r, o in todo.items() if set(o.kinds()) != set(plan.options.kinds())}
+    if partial:
+        say(f"adding only what {len(partial)} checkpoint(s) lack: "
+            + _short_list([f"{r} ({', '.join(kinds)})" for r, kinds in partial.items()]),
+            highlight=False)
+    return report, todo
 
 
 def _summary(report: CollectReport, say) -> None:

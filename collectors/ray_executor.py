@@ -90,10 +90,10 @@ def task_resources(device: str, cluster_gpus: float, cpus_per_task: int) -> tupl
     return {"num_cpus": cpus_per_task, "num_gpus": 1}, "cuda"
 
 
-def sweep_task(plan: Plan, revision: str, evict: bool = False):
+def sweep_task(plan: Plan, revision: str, options=None, evict: bool = False):
     """One checkpoint, on a Ray worker: (SweepRows, bytes evicted from this node's HF cache)."""
     try:
-        rows = run_checkpoint(plan, revision)
+        rows = run_checkpoint(plan, revision, options=options)
     except LayerdbError:
         raise  # bad weights, NaN loss, unknown revision: the same on every try
     except (OSError, RuntimeError) as exc:  # CUDA errors, I/O: may pass on another try or node
@@ -124,7 +124,7 @@ class RayExecutor:
         # the driver may have no GPU: the tasks resolve the device where they run
         return dict(request, device="cpu" if self.device == "cpu" else "auto")
 
-    def run(self, run: Collection, todo: list[str]) -> None:
+    def run(self, run: Collection, todo: dict) -> None:
         with ray_session(self.address) as ray:
             resources, task_device = task_resources(
                 self.device, ray.cluster_resources().get("GPU", 0), self.cpus_per_task)
@@ -136,7 +136,7 @@ class RayExecutor:
                            retry_exceptions=[TransientTaskError], **_task_runtime_env())
             task = ray.remote(sweep_task)
             tasks = {task.options(**options, name=f"layerdb {run.plan.ref.name}@{r}")
-                     .remote(plan_ref, r, run.evict): r for r in todo}
+                     .remote(plan_ref, r, options, run.evict): r for r, options in todo.items()}
             self._write_as_they_arrive(ray, tasks, run)
 
     def _write_as_they_arrive(self, ray, tasks: dict, run: Collection) -> None:

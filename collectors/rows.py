@@ -1,9 +1,10 @@
 """Rows of one checkpoint's sweep, as Arrow tables ready for ``Store.write_checkpoint``.
 
-``SweepRows`` holds one table per store table (models, checkpoints, eval_sets, runs, results); it
-pickles, so a remote executor can return it.  Per result row: ``loss`` = mean of the per-sequence
-losses (equal-length sequences, so the mean over all predicted tokens), ``delta`` = loss minus the
-baseline loss, and the 95% paired-t interval of the per-sequence deltas (collectors.stats).
+``SweepRows`` holds one table per store table (models, checkpoints, eval_sets, runs, results,
+layer_metrics); it pickles, so a remote executor can return it.  Per result row: ``loss`` = mean
+of the per-sequence losses (equal-length sequences, so the mean over all predicted tokens),
+``delta`` = loss minus the baseline loss on the same sequences, the 95% paired-t interval of the
+per-sequence deltas and its two-sided p-value (collectors.stats).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from layerdb.pvalues import paired_t_pvalue
 from layerdb.revisions import parse_revision
 from layerdb.schema import arrow_rows
 
@@ -30,11 +32,12 @@ class SweepRows:
     eval_sets: pa.Table
     runs: pa.Table
     results: pa.Table
+    layer_metrics: pa.Table
 
     def as_kwargs(self) -> dict[str, pa.Table]:
         """Keyword arguments of ``Store.write_checkpoint``."""
         return {"model": self.models, "checkpoint": self.checkpoints, "eval_set": self.eval_sets,
-                "run": self.runs, "results": self.results}
+                "run": self.runs, "results": self.results, "layer_metrics": self.layer_metrics}
 
     @property
     def model(self) -> str:
@@ -56,29 +59,43 @@ def now() -> dt.datetime:
 
 def find_non_finite(losses: dict) -> list[str]:
     """Names of the passes whose per-sequence losses hold NaN or inf ("attn L3", "baseline")."""
-    bad = []
-    for (component, layer), seq in losses.items():
-        if not np.isfinite(seq).all():
-            bad.append("baseline" if component == "none" else f"{component} L{layer}")
-    return bad
+    return [describe(key) for key, seq in losses.items() if not np.isfinite(seq).all()]
+
+
+def describe(key) -> str:
+    """A key as a reader says it: "baseline", "attn L3", "block L2-4", "swap L5-6"."""
+    component, layer, span = key
+    if component == "none":
+        return "baseline"
+    return f"{component} L{layer}" + (f"-{layer + span - 1}" if span > 1 else "")
 
 
 def result_rows(losses: dict, *, model: str, revision: str, eval_set: str, method: str,
-                n_tokens: int, run_id: str, created_at: dt.datetime) -> pa.Table:
+                seq_len: int, run_id: str, created_at: dt.datetime) -> pa.Table:
     base = losses[BASELINE]
     step = parse_revision(revision).step
     rows = []
-    for (component, layer), seq in losses.items():
+    for (component, layer, span), seq in losses.items():
         if component == "none":
-            delta, low, high = 0.0, 0.0, 0.0
+            delta, low, high, p = 0.0, 0.0, 0.0, None
         else:
             delta, low, high = paired_interval(seq - base)
+            p = paired_t_pvalue(seq - base)
         rows.append(dict(model=model, revision=revision, step=step, eval_set=eval_set,
-                         method=method, component=component, layer=layer, span=1,
-                         loss=float(seq.mean()), n_tokens=n_tokens, delta=delta, delta_ci_low=low,
-                         delta_ci_high=high, seq_losses=seq.tolist(), run_id=run_id,
+                         method=method, component=component, layer=layer, span=span,
+                         loss=float(seq.mean()), n_tokens=len(seq) * (seq_len - 1),
+                         n_sequences=len(seq), delta=delta, delta_ci_low=low, delta_ci_high=high,
+                         p_value=p, seq_losses=seq.tolist(), run_id=run_id,
                          created_at=created_at))
     return arrow_rows("results", rows)
+
+
+def metric_rows(metrics: dict, *, model: str, revision: str, eval_set: str, run_id: str,
+                created_at: dt.datetime) -> pa.Table:
+    return arrow_rows("layer_metrics", [
+        dict(model=model, revision=revision, eval_set=eval_set, metric=metric, layer=layer,
+             span=span, value=value, run_id=run_id, created_at=created_at)
+        for (metric, layer, span), value in metrics.items()])
 
 
 def model_row(checkpoint, n_layers: int, created_at: dt.datetime) -> pa.Table:
@@ -116,7 +133,7 @@ def run_row(checkpoint, tokens, options, *, run_id: str, started_at: dt.datetime
     return arrow_rows("runs", [dict(
         run_id=run_id, model=checkpoint.ref.name, revision=checkpoint.revision,
         eval_set=tokens.eval_set, method=options.method, components=",".join(options.components),
-        status="complete", started_at=started_at, finished_at=finished_at,
+        spans=",".join(map(str, options.spans)) or None, swaps=options.swaps, status="complete", started_at=started_at, finished_at=finished_at,
         device=str(checkpoint.device), dtype=str(checkpoint.dtype).removeprefix("torch."),
         batch_size=options.batch_size, wall_seconds=(finished_at - started_at).total_seconds(),
         host=platform.node(), layerdb_version=__version__, torch_version=torch.__version__,

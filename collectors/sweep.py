@@ -1,58 +1,107 @@
-"""The sweep: per-sequence losses of one checkpoint with nothing ablated and with each
-(component, layer) ablated.
+"""The sweep: per-sequence losses of one checkpoint with nothing ablated and with every ablation a
+request asks for (``collectors.ablations``: single-layer block/attention/MLP drops, block spans,
+adjacent swaps; zero or mean method), plus the per-layer metrics of the clean pass.
 
 ``sweep_checkpoint(checkpoint, eval_tokens, options, on_pass=None) -> SweepRows`` is a pure function
 of its inputs (it reads no store and writes nothing), so an executor may run it anywhere and hand the
 rows to the one writer (``collectors.writer.write_rows``).  ``sweep_losses`` is the tensor core.
 
-Ablation semantics (DESIGN.md): ``block`` makes the layer's output its input; ``attn`` / ``mlp``
-make that module output zeros, so its term leaves the residual update (with a sequential residual
-the MLP then reads h[k]; with a parallel one it read h[k] anyway).
-
+Per batch: one clean pass (the baseline; hooks record the residual entering every layer and the
+metrics, ``collectors.clean_pass``), then one pass per ablation (``collectors.interventions``).
 Two ways to run the ablated passes, tested to agree to 1e-5:
-- naive (``reuse_prefix=False``): a full forward per ablation, with forward hooks that return the
-  layer's input (block) or zeros (attn/mlp);
-- optimized (default): the clean pass caches the residual entering every layer; the pass for
-  layer k replaces the forwards of layers 0..k-1 (0..k for block) by stubs handing on the cached
-  h[k], and the ablated module's forward by one returning zeros, so the model's own HF forward
-  runs only layers k..L-1.  About 1 + 3(L+1)/2 instead of 3L+1 layer-passes per batch.
-The loss is next-token cross-entropy in float32 over positions 1..T-1, the unembedding applied in
-chunks so (B*T, vocab) logits never exist at once.
+- naive (``reuse_prefix=False``): a full forward per ablation, forward hooks replacing what it
+  removes;
+- optimized (default): each pass starts at the first layer its ablation changes, the layers before
+  it replaced by stubs handing on the cached residual: a drop or swap at layer k recomputes nothing
+  before k.  About 1 + 3(L+1)/2 instead of 3L+1 layer-passes per batch for the single drops.
+The mean method first runs one clean pass over every sequence to take the means.  The loss is
+next-token cross-entropy in float32 over positions 1..T-1, the unembedding applied in chunks so
+(B*T, vocab) logits never exist at once.
 """
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from layerdb.errors import LayerdbError
-from layerdb.schema import ABLATED_COMPONENTS
+from layerdb.schema import ABLATED_COMPONENTS, METHODS
 
-from .ablations import BASELINE, Key, ablations
-from .families import TUPLE, Family
+from .ablations import BASELINE, Key, ablation_keys, kinds, span_kind
+from .clean_pass import CleanPass, LayerMetrics, MeanSums
+from .families import Family
+from .interventions import MeanVectors, intervened
 
 
 @dataclass(frozen=True)
 class SweepOptions:
-    components: tuple[str, ...] = ABLATED_COMPONENTS
+    components: tuple[str, ...] = ABLATED_COMPONENTS  # single-layer drops
+    spans: tuple[int, ...] = ()  # lengths >= 2 of contiguous block spans to drop
+    swaps: bool = False  # adjacent-layer swaps
+    method: str = "zero"  # zero: remove the term; mean: replace it by its mean
+    metrics: bool = True  # per-layer metrics of the clean pass (no extra forward)
+    metric_spans: tuple[int, ...] | None = None  # angular-distance spans; None: ``spans``
     batch_size: int = 8  # sequences per forward pass
     reuse_prefix: bool = True  # False: the naive sweep, one full forward per ablation
-    method: str = "zero"
     logits_chunk: int | None = None  # float32 logits alive at once; None: 2**22 CPU, 2**26 GPU
 
     def __post_init__(self):
         unknown = [c for c in self.components if c not in ABLATED_COMPONENTS]
-        if unknown or not self.components:
-            raise LayerdbError(f"unknown component(s) {', '.join(unknown) or '(none given)'}: "
+        if unknown:
+            raise LayerdbError(f"unknown component(s) {', '.join(unknown)}: "
                                f"choose from {', '.join(ABLATED_COMPONENTS)}")
+        if not (self.components or self.spans or self.swaps or self.metrics):
+            raise LayerdbError("nothing to measure: give --components, --spans or --swaps")
+        if any(n < 1 for n in self.spans):
+            raise LayerdbError(f"--spans must be lengths of at least 1 (got "
+                               f"{','.join(map(str, self.spans))})")
         if self.batch_size < 1:
             raise LayerdbError(f"--batch-size must be at least 1 (got {self.batch_size})")
-        if self.method != "zero":
-            raise LayerdbError(f"unknown method {self.method!r} (the sweep does 'zero')")
+        if self.method not in METHODS:
+            raise LayerdbError(f"unknown --method {self.method!r}: use {' or '.join(METHODS)}")
+        if self.method == "mean" and self.swaps:
+            raise LayerdbError("--swaps reorder layers and have no mean variant: collect them "
+                               "with --method zero")
+
+    def keys(self, n_layers: int) -> list[Key]:
+        """The ablations for a model of ``n_layers`` (span 1 in ``spans`` means a block drop)."""
+        components = self.components
+        if 1 in self.spans and "block" not in components:
+            components = ("block", *components)
+        return ablation_keys(n_layers, components, self.spans, self.swaps)
+
+    def kinds(self) -> tuple[str, ...]:
+        """What this asks for, as resuming counts it (``collectors.ablations``)."""
+        return kinds(self.components, self.spans, self.swaps, self.metrics)
+
+    def only(self, missing: set[str]) -> "SweepOptions | None":
+        """These options cut down to the ``missing`` kinds (None when nothing is missing); the
+        metrics are taken whenever anything runs, they cost no extra forward."""
+        if not missing & set(self.kinds()):
+            return None
+        return replace(self, components=tuple(c for c in self.components if c in missing),
+                       spans=tuple(n for n in self.spans if span_kind(n) in missing),
+                       swaps=self.swaps and "swap" in missing,
+                       metric_spans=self.metric_spans if self.metric_spans is not None
+                       else self.spans)
+
+    def check_fits(self, n_layers: int, model: str) -> None:
+        """A one-line error for spans or swaps the model is too shallow for."""
+        too_long = [n for n in self.spans if n > n_layers]
+        if too_long:
+            raise LayerdbError(f"--spans {','.join(map(str, too_long))}: longer than {model}, "
+                               f"which has {n_layers} layer(s)")
+        if self.swaps and n_layers < 2:
+            raise LayerdbError(f"--swaps needs two layers or more; {model} has {n_layers}")
+
+
+@dataclass
+class SweepResult:
+    losses: dict[Key, np.ndarray]  # key -> per-sequence mean losses, float64 (n_sequences,)
+    metrics: dict[tuple[str, int, int], float]  # (metric, layer, span) -> mean
 
 
 class NonFiniteLoss(LayerdbError):
@@ -60,30 +109,42 @@ class NonFiniteLoss(LayerdbError):
 
 
 def sweep_losses(model, family: Family, ids: torch.Tensor, options: SweepOptions,
-                 on_pass: Callable[[int], None] | None = None) -> dict[Key, np.ndarray]:
-    """Per-sequence mean losses, float64 arrays of shape (n_sequences,), for the baseline and every
-    ablation.  ``ids``: (N, T) token ids; ``on_pass(n_tokens)`` is called after every pass."""
+                 on_pass: Callable[[int], None] | None = None) -> SweepResult:
+    """The baseline and every ablation of ``options`` on ``ids`` (N, T); ``on_pass(n_tokens)`` is
+    called after every forward pass."""
     layers = family.layer_list(model)
-    keys = [BASELINE] + ablations(len(layers), options.components)
+    keys = [BASELINE] + options.keys(len(layers))
     parts: dict[Key, list[torch.Tensor]] = {key: [] for key in keys}
     device = next(model.parameters()).device
     chunk = options.logits_chunk or (2**26 if device.type == "cuda" else 2**22)
+    metric_spans = options.spans if options.metric_spans is None else options.metric_spans
+    metrics = LayerMetrics(len(layers), metric_spans) if options.metrics else None
+    batches = ids.split(options.batch_size)
     with torch.inference_mode():
-        for batch in ids.split(options.batch_size):
+        means = _means(model, family, layers, batches, device, on_pass) \
+            if options.method == "mean" else None
+        for batch in batches:
             batch = batch.to(device)  # (B, T)
-            hidden, cached = _clean_pass(model, layers, batch, options.reuse_prefix)  # cached: h[k]
+            with CleanPass(family, layers, keep_inputs=options.reuse_prefix,
+                           metrics=metrics) as clean:
+                hidden = _final_hidden(model, batch)
             parts[BASELINE].append(sequence_losses(model, hidden, batch, chunk))
             _report(on_pass, batch)
+            cached = clean.cached if options.reuse_prefix else None
             for key in keys[1:]:
-                if options.reuse_prefix:
-                    ctx = _stubbed(family, layers, key, cached)
-                else:
-                    ctx = _hooked(family, layers, key)
-                with ctx:
+                with intervened(family, layers, key, means, cached):
                     hidden = _final_hidden(model, batch)
                 parts[key].append(sequence_losses(model, hidden, batch, chunk))
                 _report(on_pass, batch)
-    return {key: torch.cat(p).double().cpu().numpy() for key, p in parts.items()}
+    losses = {key: torch.cat(p).double().cpu().numpy() for key, p in parts.items()}
+    return SweepResult(losses, metrics.values() if metrics is not None else {})
+
+
+def n_passes(n_sequences: int, n_layers: int, options: SweepOptions) -> int:
+    """Forward passes ``sweep_losses`` makes (for progress bars)."""
+    n_batches = -(-n_sequences // options.batch_size)
+    per_batch = 1 + len(options.keys(n_layers)) + (1 if options.method == "mean" else 0)
+    return n_batches * per_batch
 
 
 def sequence_losses(model, hidden: torch.Tensor, ids: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -100,6 +161,17 @@ def sequence_losses(model, hidden: torch.Tensor, ids: torch.Tensor, chunk: int) 
     return losses.view(B, T - 1).mean(dim=1)
 
 
+def _means(model, family: Family, layers, batches, device, on_pass) -> MeanVectors:
+    """Mean module outputs and block updates over every position of every sequence."""
+    sums = MeanSums(len(layers))
+    for batch in batches:
+        batch = batch.to(device)
+        with CleanPass(family, layers, keep_inputs=True, means=sums):
+            _final_hidden(model, batch)
+        _report(on_pass, batch)
+    return sums.vectors()
+
+
 def _report(on_pass, batch: torch.Tensor) -> None:
     if on_pass is not None:
         on_pass(batch.numel())
@@ -110,147 +182,35 @@ def _final_hidden(model, ids: torch.Tensor) -> torch.Tensor:
     return model.base_model(input_ids=ids, use_cache=False).last_hidden_state
 
 
-def _clean_pass(model, layers, ids, cache_inputs: bool):
-    """Final hidden state, and (if asked) the residual entering each layer: [h[0], ..., h[L-1]]."""
-    cached: list = [None] * len(layers)
-    handles = []
-    if cache_inputs:
-        for k, layer in enumerate(layers):
-            handles.append(layer.register_forward_pre_hook(_input_saver(cached, k), with_kwargs=True))
-    try:
-        return _final_hidden(model, ids), cached
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def _input_saver(cached: list, k: int):
-    def hook(module, args, kwargs):
-        cached[k] = _hidden_arg(args, kwargs)
-    return hook
-
-
-def _hidden_arg(args, kwargs) -> torch.Tensor:
-    return args[0] if args else kwargs["hidden_states"]
-
-
-# -- optimized: stubs over the HF modules' forwards -------------------------------------------------
-@contextlib.contextmanager
-def _stubbed(family: Family, layers, key: Key, cached: list) -> Iterator[None]:
-    component, k = key
-    start = k + 1 if component == "block" else k  # first layer that really runs
-    h_start = cached[k]  # (B, T, d): the block's input is also its output
-    layer_tuple = family.layer_output == TUPLE
-    patches = []
-    for j in range(start):
-        if j == start - 1:
-            patches.append((layers[j], _hand_on(h_start, layer_tuple)))
-        else:
-            patches.append((layers[j], _pass_through(layer_tuple)))
-    if component in ("attn", "mlp"):
-        patches.append((_module(family, layers[k], component),
-                        _zeros_like_input(family.output_of(component) == TUPLE)))
-    with _patched_forwards(patches):
-        yield
-
-
-def _module(family: Family, layer, component: str):
-    return getattr(layer, family.attn if component == "attn" else family.mlp)
-
-
-def _hand_on(hidden: torch.Tensor, as_tuple: bool):
-    def forward(*args, **kwargs):
-        out = hidden.clone()  # fresh: later layers may add in place
-        return (out, None) if as_tuple else out
-    return forward
-
-
-def _pass_through(as_tuple: bool):
-    def forward(*args, **kwargs):
-        h = _hidden_arg(args, kwargs)
-        return (h, None) if as_tuple else h
-    return forward
-
-
-def _zeros_like_input(as_tuple: bool):
-    """A module (attention or MLP) whose residual term is zeros, returned in its family's shape."""
-    def forward(*args, **kwargs):
-        zeros = torch.zeros_like(_hidden_arg(args, kwargs))  # (B, T, d)
-        return (zeros, None) if as_tuple else zeros
-    return forward
-
-
-@contextlib.contextmanager
-def _patched_forwards(patches) -> Iterator[None]:
-    saved = []
-    try:
-        for module, forward in patches:
-            saved.append((module, module.__dict__.get("forward")))
-            module.forward = forward  # an instance attribute shadows the class's forward
-        yield
-    finally:
-        for module, previous in reversed(saved):
-            del module.forward
-            if previous is not None:
-                module.forward = previous
-
-
-# -- naive: forward hooks on a full pass ------------------------------------------------------------
-@contextlib.contextmanager
-def _hooked(family: Family, layers, key: Key) -> Iterator[None]:
-    component, k = key
-    as_tuple = family.output_of(component) == TUPLE
-    if component == "block":
-        handle = layers[k].register_forward_hook(_return_input(as_tuple), with_kwargs=True)
-    else:
-        handle = _module(family, layers[k], component).register_forward_hook(_return_zeros(as_tuple))
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-def _return_input(as_tuple: bool):
-    def hook(module, args, kwargs, output):
-        h = _hidden_arg(args, kwargs)
-        return (h,) + tuple(output[1:]) if as_tuple else h
-    return hook
-
-
-def _return_zeros(as_tuple: bool):
-    def hook(module, args, output):  # a fresh tensor, never in place
-        if as_tuple:
-            return (torch.zeros_like(output[0]),) + tuple(output[1:])
-        return torch.zeros_like(output)
-    return hook
-
-
 # -- one checkpoint -> rows -------------------------------------------------------------------------
 def sweep_checkpoint(checkpoint, tokens, options: SweepOptions = SweepOptions(),
                      on_pass: Callable[[int], None] | None = None):
     """Sweep a loaded ``Checkpoint`` (collectors.checkpoints) on ``EvalTokens`` that fit it
     (``prepare`` checks that with ``EvalTokens.check_fits``); return SweepRows.
     Raises NonFiniteLoss (nothing to store) when any pass gives NaN or infinite losses."""
-    from .rows import (SweepRows, checkpoint_row, eval_set_row, find_non_finite, model_row,
-                       new_run_id, now, result_rows, run_row)
+    from .rows import (SweepRows, checkpoint_row, eval_set_row, find_non_finite, metric_rows,
+                       model_row, new_run_id, now, result_rows, run_row)
 
+    n_layers = len(checkpoint.family.layer_list(checkpoint.model))
+    options.check_fits(n_layers, checkpoint.ref.name)
     started, run_id = now(), new_run_id()
-    losses = sweep_losses(checkpoint.model, checkpoint.family, torch.from_numpy(tokens.ids),
+    result = sweep_losses(checkpoint.model, checkpoint.family, torch.from_numpy(tokens.ids),
                           options, on_pass)
-    bad = find_non_finite(losses)
+    bad = find_non_finite(result.losses)
     if bad:
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         raise NonFiniteLoss(f"{checkpoint.ref.name}@{checkpoint.revision}: NaN or infinite loss "
                             f"({', '.join(bad[:5])}{more}); nothing stored for this checkpoint")
     finished = now()
-    n_layers = len(checkpoint.family.layer_list(checkpoint.model))
+    where = dict(model=checkpoint.ref.name, revision=checkpoint.revision,
+                 eval_set=tokens.eval_set, run_id=run_id, created_at=finished)
     return SweepRows(
         models=model_row(checkpoint, n_layers, finished),
         checkpoints=checkpoint_row(checkpoint, finished),
         eval_sets=eval_set_row(tokens, finished),
         runs=run_row(checkpoint, tokens, options, run_id=run_id, started_at=started,
                      finished_at=finished),
-        results=result_rows(losses, model=checkpoint.ref.name, revision=checkpoint.revision,
-                            eval_set=tokens.eval_set, method=options.method,
-                            n_tokens=tokens.n_tokens, run_id=run_id, created_at=finished),
+        results=result_rows(result.losses, method=options.method, seq_len=tokens.seq_len,
+                            **where),
+        layer_metrics=metric_rows(result.metrics, **where),
     )

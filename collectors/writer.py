@@ -6,7 +6,8 @@ moments and readers (``layerdb status/query/sql``) and other collectors can use 
 "duplicate" mean is defined once, in SQL: the named queries ``coverage`` and
 ``duplicate-checkpoints``.
 
-- ``completed(db_path, model, eval_set, method, components) -> set[str]``: revisions already done.
+- ``completed(db_path, model, eval_set, method, kinds) -> set[str]``: revisions already done;
+  ``completed_kinds(...)``: per revision, what is done.
 - ``write_rows(db_path, rows)``: one checkpoint's SweepRows in one transaction (all or nothing).
 - ``duplicate_revisions(db_path, model) -> list[list[str]]``: revisions sharing weights.
 """
@@ -21,21 +22,23 @@ from .rows import SweepRows
 
 
 def completed(db_path: str, model: str, eval_set: str, method: str,
-              components: tuple[str, ...]) -> set[str]:
-    """Revisions of ``model`` whose baseline and ``components`` are complete on ``eval_set``
-    (the ``coverage`` query); no store = none."""
+              kinds: tuple[str, ...]) -> set[str]:
+    """Revisions of ``model`` whose baseline and ``kinds`` (``collectors.ablations``: block, attn,
+    mlp, span2 ..., swap, metrics) are complete on ``eval_set``; no store = none."""
+    return {revision for revision, done in completed_kinds(db_path, model, eval_set, method).items()
+            if set(kinds) <= done}
+
+
+def completed_kinds(db_path: str, model: str, eval_set: str, method: str) -> dict[str, set[str]]:
+    """Per revision of ``model`` on ``eval_set`` with ``method``: its complete kinds, as the
+    ``coverage`` query lists them (none without the baseline row); no store = {}."""
     if not Path(db_path).exists():
-        return set()
+        return {}
     with Store.open(db_path, read_only=True) as store:
-        return _completed(store, model, eval_set, method, components)
-
-
-def _completed(store: Store, model: str, eval_set: str, method: str,
-               components: tuple[str, ...]) -> set[str]:
-    coverage = run_query(store, "coverage", model=model, eval_set=eval_set)
+        coverage = run_query(store, "coverage", model=model, eval_set=eval_set)
     mine = coverage[(coverage["method"] == method) & coverage["baseline"].astype(bool)]
-    return {revision for revision, complete in zip(mine["revision"], mine["complete"])
-            if set(components) <= set(complete.split(","))}
+    return {revision: set(complete.split(",")) - {""}
+            for revision, complete in zip(mine["revision"], mine["complete"])}
 
 
 def write_rows(db_path: str, rows: SweepRows) -> None:

@@ -236,11 +236,11 @@ class Store:
         return table.num_rows
 
     def write_checkpoint(self, *, model=None, checkpoint=None, eval_set=None, run=None,
-                         results=None, label: str = "the checkpoint") -> None:
+                         results=None, layer_metrics=None, label: str = "the checkpoint") -> None:
         """Everything one checkpoint's sweep produced, in one transaction (all or nothing);
         ``label`` names it in errors (e.g. "checkpoint step8 of org/model")."""
         given = {"models": model, "checkpoints": checkpoint, "eval_sets": eval_set, "runs": run,
-                 "results": results}
+                 "results": results, "layer_metrics": layer_metrics}
         self.write_tables({name: rows for name, rows in given.items() if rows is not None},
                           label=label)
 

@@ -13,10 +13,22 @@ from collectors.settings import (DEFAULT_BATCH_SIZE, DEFAULT_CPUS_PER_TASK, DEFA
                                  DEFAULT_MAX_RETRIES, DEFAULT_SEQ_LEN, DEFAULT_TOKENS, DTYPES,
                                  MAX_RETRIES_LIMIT)
 
-from ..schema import ABLATED_COMPONENTS
+from ..schema import ABLATED_COMPONENTS, METHODS
 from .common import LayerdbError, console, console_err, db_path
 
 FAMILY_LIST = supported()
+
+
+def _parse_spans(ctx, param, value: str | None) -> tuple[int, ...]:
+    if not value:
+        return ()
+    try:
+        spans = tuple(dict.fromkeys(int(v) for v in value.split(",") if v.strip()))
+    except ValueError:
+        raise LayerdbError(f"--spans takes a comma list of integers, not {value!r}") from None
+    if not spans or min(spans) < 1:
+        raise LayerdbError(f"--spans must be lengths of at least 1 (got {value})")
+    return spans
 
 
 @click.command("collect")
@@ -43,6 +55,17 @@ FAMILY_LIST = supported()
 @click.option("--components", default=",".join(ABLATED_COMPONENTS), show_default=True,
               metavar="LIST",
               help=f"Comma list of what to ablate per layer: {', '.join(ABLATED_COMPONENTS)}.")
+@click.option("--spans", metavar="LIST", callback=_parse_spans,
+              help="Comma list of span lengths n >= 2: also drop every run of n contiguous whole "
+                   "blocks k..k+n-1 (rows component=block, layer=k, span=n); 1 is the "
+                   "single-layer block drop.")
+@click.option("--swaps", is_flag=True,
+              help="Also swap every adjacent pair: layer k+1 runs on the residual entering layer "
+                   "k, then layer k (rows component=swap, layer=k, span=2).")
+@click.option("--method", default=METHODS[0], show_default=True, metavar="|".join(METHODS),
+              help="zero: the ablated term is removed (a dropped block passes its input on); "
+                   "mean: it is replaced by its mean over every position of every evaluation "
+                   "sequence of the clean model (a block: its mean update).")
 @click.option("--dtype", default="auto", show_default=True, metavar="|".join(DTYPES),
               help="Weights dtype; auto = bfloat16 on GPU, float32 on CPU. The loss is always float32.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:i]",
@@ -66,11 +89,16 @@ FAMILY_LIST = supported()
                    f"Bad input is never retried. [default: {DEFAULT_MAX_RETRIES}]")
 @click.pass_context
 def collect(ctx, model: str, revisions: tuple[str, ...], steps: str | None, data: str | None,
-            tokens: int, seq_len: int | None, batch_size: int, components: str, dtype: str,
-            device: str, evict: bool, executor: str, ray_address: str | None,
-            cpus_per_task: int | None, max_retries: int | None) -> None:
+            tokens: int, seq_len: int | None, batch_size: int, components: str,
+            spans: tuple[int, ...], swaps: bool, method: str, dtype: str, device: str,
+            evict: bool, executor: str, ray_address: str | None, cpus_per_task: int | None,
+            max_retries: int | None) -> None:
     """Sweep MODEL's checkpoints: the loss with nothing ablated and with each layer's block,
     attention or MLP removed, one transaction per checkpoint.
+
+    Per checkpoint the per-layer metrics of the clean pass (block influence, update, attention
+    and MLP norm ratios, angular distance for each span) are stored too, at no extra forward.
+    Re-running with more (--spans, --swaps, --method mean) adds only what is missing.
 
     MODEL is a Hugging Face repo id (loaded with from_pretrained(MODEL, revision=R); HF_HOME and
     HF_HUB_OFFLINE apply) or a local checkpoint folder. Checkpoints already complete for the same
@@ -106,8 +134,8 @@ def collect(ctx, model: str, revisions: tuple[str, ...], steps: str | None, data
         chosen = LocalExecutor()
     report = run_collect(db_path(ctx), model, executor=chosen, revisions=revisions, steps=steps,
                          data=data, tokens=tokens, seq_len=seq_len, batch_size=batch_size,
-                         components=tuple(names), dtype=dtype, device=device, evict=evict,
-                         console=console_err)
+                         components=tuple(names), spans=spans, swaps=swaps, method=method,
+                         dtype=dtype, device=device, evict=evict, console=console_err)
     console.print(
         f"{report.model}: {len(report.written)} checkpoint(s) collected, {len(report.skipped)} "
         f"already complete, eval set {report.eval_set}", highlight=False)

@@ -1,4 +1,5 @@
-"""Fixtures live in tests/fixtures/*: one module per kind, loaded as pytest plugins."""
+"""Fixtures live in tests/fixtures/*: one module per kind, loaded as pytest plugins.  no_skips turns
+every skip into a failure when LAYERDB_NO_SKIPS=1 (CI)."""
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -9,4 +10,5 @@ pytest_plugins = [
     "tests.fixtures.stores",
     "tests.fixtures.hub",
     "tests.fixtures.results",
+    "tests.fixtures.no_skips",
 ]

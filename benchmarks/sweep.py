@@ -10,8 +10,10 @@ give the same losses (checked here, to 1e-5).  Each malloc setting runs in its o
 "default" is glibc as the process starts; "tuned" applies collectors.cpu_malloc (what
 `layerdb collect` does on CPU), keeping big buffers in the heap instead of returning them to the OS
 after every pass (DESIGN.md: page faults cost up to 40% of some CPU runs).  Times are the best of
---repeats interleaved runs, so a busy machine biases neither method; CPU seconds
-(process time, all threads) are printed too, as they suffer less from other processes.
+--repeats interleaved runs, so a busy machine biases neither method, and the order alternates:
+naive runs first on even repeats (0, 2, ...), optimized first on odd ones, so neither always
+inherits the other's warm caches and heap.  CPU seconds (process time, all threads) are printed
+too, as they suffer less from other processes.
 """
 from __future__ import annotations
 
@@ -22,7 +24,6 @@ import resource
 import subprocess
 import sys
 import time
-
 
 
 def parse_args(argv=None):
@@ -66,8 +67,9 @@ def measure(args) -> dict:
     sweep_losses(model, family, ids[:1], SweepOptions(batch_size=1))  # warm up
     out: dict = {"threads": torch.get_num_threads(), "tuned": tuned}
     losses: dict = {}
-    for _ in range(args.repeats):  # interleaved, best of N: fair under a changing machine load
-        for name, reuse in (("naive", False), ("optimized", True)):
+    methods = (("naive", False), ("optimized", True))
+    for repeat in range(args.repeats):  # interleaved, best of N: fair under a changing machine load
+        for name, reuse in methods if repeat % 2 == 0 else methods[::-1]:  # odd: optimized first
             f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t0, c0 = time.perf_counter(), time.process_time()
             losses[name] = sweep_losses(model, family, ids,

@@ -1,4 +1,5 @@
-"""Fixtures live in tests/fixtures/*: one module per kind, loaded as pytest plugins."""
+"""Fixtures live in tests/fixtures/*: one module per kind, loaded as pytest plugins.  no_skips turns
+every skip into a failure when LAYERDB_NO_SKIPS=1 (CI)."""
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -10,4 +11,5 @@ pytest_plugins = [
     "tests.fixtures.hub",
     "tests.fixtures.hub_server",
     "tests.fixtures.results",
+    "tests.fixtures.no_skips",
 ]

@@ -1,7 +1,7 @@
 """Evaluation tokens built exactly as specified; data sources; revision planning."""
 import hashlib
-import importlib.util
 import json
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -103,8 +103,8 @@ def test_bad_sources(tmp_path, content, name, message):
         list(read_documents(path))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("datasets") is not None, reason="datasets is installed")
-def test_hf_source_without_datasets_says_what_to_install():
+def test_hf_source_without_datasets_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # `import datasets` fails, installed or not
     with pytest.raises(LayerdbError, match="needs the datasets library"):
         list(read_documents("hf:NeelNanda/pile-10k"))
 

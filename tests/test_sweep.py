@@ -1,5 +1,5 @@
-"""The sweep: ablations equal hand-written forwards that skip the layer or the term (a parallel-
-residual family and two sequential ones), optimized == naive, float32 chunked loss, statistics,
+"""The sweep: ablations equal hand-written forwards that skip the layer or the term (three parallel-
+residual layouts and two sequential ones), optimized == naive, float32 chunked loss, statistics,
 fingerprints, non-finite losses."""
 import math
 
@@ -75,10 +75,65 @@ def _gpt2_by_hand(model, ids, skip):
     return _seq_loss(model.lm_head(t.ln_f(h)), ids)
 
 
+def _randomize_norms(model, seed=3):
+    """Freshly initialised norms are all identity (weight 1, bias 0), so a reference that fed a
+    term through the wrong norm would still agree; random affine parameters make every norm count."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm) or type(module).__name__.endswith("RMSNorm"):
+                for name, p in module.named_parameters(recurse=False):
+                    p.copy_((name == "weight") + 0.3 * torch.randn(p.shape, generator=g))
+
+
+def _causal_mask(T):  # (T, T) additive: position t sees 0..t, whatever the attention implementation
+    return torch.full((T, T), float("-inf")).triu(1)
+
+
+def _falcon_7b_by_hand(model, ids, skip):
+    """Falcon 7B style, parallel residual with one shared norm: x = ln(h); h = h + attn(x) + mlp(x)."""
+    assert model.config.parallel_attn and not model.config.new_decoder_architecture
+    assert not model.config.alibi
+    t = model.transformer
+    h = t.word_embeddings(ids)
+    rope = t.rotary_emb(h, position_ids=torch.arange(ids.shape[1])[None])
+    mask = _causal_mask(ids.shape[1])
+    for k, layer in enumerate(t.h):
+        if skip == ("block", k):
+            continue
+        x = layer.input_layernorm(h)
+        attn = layer.self_attention(x, alibi=None, attention_mask=mask, position_embeddings=rope)[0]
+        mlp = layer.mlp(x)
+        h = h + (0 if skip == ("attn", k) else attn) + (0 if skip == ("mlp", k) else mlp)
+    return _seq_loss(model.lm_head(t.ln_f(h)), ids)
+
+
+def _falcon_40b_by_hand(model, ids, skip):
+    """Falcon 40B style (new_decoder_architecture, grouped kv heads), parallel residual with two
+    norms: h = h + attn(ln_attn(h)) + mlp(ln_mlp(h))."""
+    assert model.config.new_decoder_architecture and model.config.num_ln_in_parallel_attn == 2
+    assert not model.config.alibi
+    t = model.transformer
+    h = t.word_embeddings(ids)
+    rope = t.rotary_emb(h, position_ids=torch.arange(ids.shape[1])[None])
+    mask = _causal_mask(ids.shape[1])
+    for k, layer in enumerate(t.h):
+        if skip == ("block", k):
+            continue
+        attn = layer.self_attention(layer.ln_attn(h), alibi=None, attention_mask=mask,
+                                    position_embeddings=rope)[0]
+        mlp = layer.mlp(layer.ln_mlp(h))
+        h = h + (0 if skip == ("attn", k) else attn) + (0 if skip == ("mlp", k) else mlp)
+    return _seq_loss(model.lm_head(t.ln_f(h)), ids)
+
+
 @pytest.mark.parametrize("variant,by_hand", [("gpt-neox", _neox_by_hand),
+                                             ("falcon", _falcon_7b_by_hand),
+                                             ("falcon-40b-style", _falcon_40b_by_hand),
                                              ("llama", _llama_by_hand), ("gpt2", _gpt2_by_hand)])
 def test_ablations_equal_a_hand_written_forward(tiny_hub, variant, by_hand):
     checkpoint = _load(tiny_hub, variant)
+    _randomize_norms(checkpoint.model)
     fast = sweep_losses(checkpoint.model, checkpoint.family, IDS, SweepOptions(batch_size=4))
     with torch.inference_mode():
         for key, seq in fast.items():

@@ -132,10 +132,10 @@ class RayExecutor:
                     f"task each ({', '.join(f'{k}={v}' for k, v in resources.items())})",
                     highlight=False)
             plan_ref = ray.put(replace(run.plan, device=task_device))
-            options = dict(resources, max_retries=self.max_retries,
-                           retry_exceptions=[TransientTaskError], **_task_runtime_env())
+            task_options = dict(resources, max_retries=self.max_retries,
+                                retry_exceptions=[TransientTaskError], **_task_runtime_env())
             task = ray.remote(sweep_task)
-            tasks = {task.options(**options, name=f"layerdb {run.plan.ref.name}@{r}")
+            tasks = {task.options(**task_options, name=f"layerdb {run.plan.ref.name}@{r}")
                      .remote(plan_ref, r, options, run.evict): r for r, options in todo.items()}
             self._write_as_they_arrive(ray, tasks, run)
 

@@ -66,7 +66,7 @@ class SweepOptions:
             raise LayerdbError("--swaps reorder layers and have no mean variant: collect them "
                                "with --method zero")
 
-    def keys(self, n_layers: int) -> list[Key]:
+    def ablations(self, n_layers: int) -> list[Key]:
         """The ablations for a model of ``n_layers`` (span 1 in ``spans`` means a block drop)."""
         components = self.components
         if 1 in self.spans and "block" not in components:
@@ -113,7 +113,7 @@ def sweep_losses(model, family: Family, ids: torch.Tensor, options: SweepOptions
     """The baseline and every ablation of ``options`` on ``ids`` (N, T); ``on_pass(n_tokens)`` is
     called after every forward pass."""
     layers = family.layer_list(model)
-    keys = [BASELINE] + options.keys(len(layers))
+    keys = [BASELINE] + options.ablations(len(layers))
     parts: dict[Key, list[torch.Tensor]] = {key: [] for key in keys}
     device = next(model.parameters()).device
     chunk = options.logits_chunk or (2**26 if device.type == "cuda" else 2**22)
@@ -143,7 +143,7 @@ def sweep_losses(model, family: Family, ids: torch.Tensor, options: SweepOptions
 def n_passes(n_sequences: int, n_layers: int, options: SweepOptions) -> int:
     """Forward passes ``sweep_losses`` makes (for progress bars)."""
     n_batches = -(-n_sequences // options.batch_size)
-    per_batch = 1 + len(options.keys(n_layers)) + (1 if options.method == "mean" else 0)
+    per_batch = 1 + len(options.ablations(n_layers)) + (1 if options.method == "mean" else 0)
     return n_batches * per_batch
 
 

@@ -1,6 +1,7 @@
 """`layerdb collect` end to end on the tiny offline hub: rows, resumability, all-or-nothing
 checkpoints, a reader during a sweep, duplicate weights, eviction, and bad input."""
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 DATA = ["--tokens", "192", "--seq-len", "32", "--batch-size", "4"]  # 6 sequences of 32 tokens
 ROWS = 1 + 3 * 3  # baseline + 3 components x 3 layers
+METRICS = 5 * 3  # per checkpoint: 5 metrics x 3 layers (span 1)
 
 
 def collect(db, *args):
@@ -48,7 +50,8 @@ def test_collect_writes_every_table_and_resumes(tmp_path, neox):
     db = str(tmp_path / "s.duckdb")
     first = collect(db, *neox, "-r", "step0", "-r", "step1")
     assert first.exit_code == 0, first.output + first.stderr
-    assert counts(db) == {"models": 1, "checkpoints": 2, "eval_sets": 1, "runs": 2, "results": 2 * ROWS}
+    assert counts(db) == {"models": 1, "checkpoints": 2, "eval_sets": 1, "runs": 2,
+                          "results": 2 * ROWS, "layer_metrics": 2 * METRICS}
     runs = sql(db, "SELECT revision, status, components FROM runs ORDER BY revision")
     assert runs.values.tolist() == [["step0", "complete", "block,attn,mlp"],
                                     ["step1", "complete", "block,attn,mlp"]]
@@ -71,6 +74,32 @@ def test_components_subset_then_superset(tmp_path, neox):
     result = collect(db, *neox, "-r", "step0")  # block and attn were never done: redo
     assert result.exit_code == 0 and "skipping" not in result.stderr
     assert counts(db)["results"] == ROWS
+
+
+def test_more_kinds_add_only_the_missing_rows(tmp_path, neox):
+    db = str(tmp_path / "s.duckdb")
+    assert collect(db, *neox, "-r", "step0").exit_code == 0
+    first = sql(db, "SELECT component, layer, span, method, run_id, created_at FROM results")
+    for extra, added in ((["--spans", "2"], 2), (["--swaps"], 2), (["--spans", "2,3"], 1)):
+        result = collect(db, *neox, "-r", "step0", *extra)
+        assert result.exit_code == 0, result.stderr
+        assert "adding only what 1 checkpoint(s) lack" in result.stderr
+        assert counts(db)["results"] == len(first) + added
+        first = sql(db, "SELECT component, layer, span, method, run_id, created_at FROM results")
+    before = sql(db, "SELECT * EXCLUDE (seq_losses) FROM results ORDER BY ALL")
+    again = collect(db, *neox, "-r", "step0", "--spans", "2,3", "--swaps")
+    assert "skipping 1 complete checkpoint(s)" in again.stderr
+    assert sql(db, "SELECT * EXCLUDE (seq_losses) FROM results ORDER BY ALL").equals(before)
+    mean = collect(db, *neox, "-r", "step0", "--method", "mean", "--spans", "2")
+    assert mean.exit_code == 0, mean.stderr
+    by_method = sql(db, "SELECT method, count(*) AS n FROM results GROUP BY 1 ORDER BY 1")
+    assert by_method.values.tolist() == [["mean", ROWS + 2], ["zero", ROWS + 2 + 1 + 2]]
+    assert sql(db, "SELECT * EXCLUDE (seq_losses) FROM results WHERE method = 'zero' "
+                   "ORDER BY ALL").equals(before)
+    status = json.loads(CliRunner().invoke(main, ["--db", db, "status", "-f", "json"]).output)
+    assert [(s["method"], s["result_rows"], s["complete"], s["missing"]) for s in status] == [
+        ("mean", ROWS + 2, "block,attn,mlp,span2,metrics", ""),
+        ("zero", ROWS + 5, "block,attn,mlp,span2,span3,swap,metrics", "")]
 
 
 def test_a_checkpoint_failing_mid_sweep_leaves_no_rows_and_is_redone(tmp_path, neox, monkeypatch):
@@ -210,6 +239,12 @@ BAD = {
     "missing data file": (["{neox}", "--data", "{root}/none.txt"], "no data file"),
     "bad device": (["{neox}", "--device", "tpu"], "unknown --device"),
     "binary data file": (["{neox}", "--data", "{binary}"], "is not UTF-8 text"),
+    "span 0": (["{neox}", "--spans", "0,2"], "--spans must be lengths of at least 1 (got 0,2)"),
+    "span not a number": (["{neox}", "--spans", "two"], "--spans takes a comma list of integers"),
+    "span longer than the model": (["{neox}", "--spans", "4"], "--spans 4: longer than"),
+    "swaps on one layer": (["{one}", "--swaps"], "--swaps needs two layers or more"),
+    "unknown method": (["{neox}", "--method", "median"], "unknown --method 'median': use zero or mean"),
+    "mean swaps": (["{neox}", "--swaps", "--method", "mean"], "no mean variant"),
     "folder without tokenizer": (["{notok}"], "has no tokenizer"),
 }
 
@@ -233,7 +268,8 @@ def test_bad_input_one_line_nonzero_exit_store_unchanged(case, populated_db, tin
     shutil.copytree(tiny_hub.local_folder, notok,
                     ignore=shutil.ignore_patterns("tokenizer*", "special_tokens_map.json"))
     values = {"neox": tiny_hub.repo("gpt-neox"), "root": str(tiny_hub.root), "short": str(short),
-              "gptj": tiny_hub.repo("gptj"), "binary": str(binary), "notok": str(notok)}
+              "gptj": tiny_hub.repo("gptj"), "binary": str(binary), "notok": str(notok),
+              "one": tiny_hub.repo("one-layer")}
     args = [a.format(**values) for a in args]
     if "--data" not in args:
         args += ["--data", str(tiny_hub.txt)]

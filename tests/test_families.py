@@ -2,6 +2,7 @@
 component changes the loss; the families are torch-free data."""
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -41,18 +42,21 @@ def test_sites_resolve_and_every_ablation_changes_the_loss(tiny_hub, variant):
     for site in sites:
         assert all(isinstance(m, torch.nn.Module) for m in site.values())
     ids = torch.randint(2, 64, (5, 24), generator=torch.Generator().manual_seed(1))
-    fast = sweep_losses(checkpoint.model, checkpoint.family, ids, SweepOptions(batch_size=2))
-    naive = sweep_losses(checkpoint.model, checkpoint.family, ids,
-                         SweepOptions(batch_size=2, reuse_prefix=False))
-    with torch.no_grad():  # the baseline is the model's own loss
-        hf_loss = checkpoint.model(input_ids=ids, labels=ids, use_cache=False).loss.item()
-    assert fast[BASELINE].mean() == pytest.approx(hf_loss, abs=1e-5)
-    assert len(fast) == 1 + 3 * DIMS["num_hidden_layers"]
-    for key, seq in fast.items():
-        assert seq.shape == (5,)
-        assert abs(seq - naive[key]).max() < 1e-5, key
-        if key != BASELINE:
-            assert abs(seq.mean() - fast[BASELINE].mean()) > 1e-6, f"{variant}: {key} changes nothing"
+    n = DIMS["num_hidden_layers"]
+    for method in ("zero", "mean"):  # single drops, spans 2 and 3, swaps (zero only)
+        options = SweepOptions(spans=(2, 3), swaps=method == "zero", method=method, batch_size=2)
+        fast = sweep_losses(checkpoint.model, checkpoint.family, ids, options).losses
+        naive = sweep_losses(checkpoint.model, checkpoint.family, ids,
+                             replace(options, reuse_prefix=False)).losses
+        with torch.no_grad():  # the baseline is the model's own loss
+            hf_loss = checkpoint.model(input_ids=ids, labels=ids, use_cache=False).loss.item()
+        assert fast[BASELINE].mean() == pytest.approx(hf_loss, abs=1e-5)
+        assert len(fast) == 1 + 3 * n + (n - 1) + (n - 2) + (n - 1 if method == "zero" else 0)
+        for key, seq in fast.items():
+            assert seq.shape == (5,)
+            assert abs(seq - naive[key]).max() < 1e-5, key
+            if key != BASELINE:
+                assert abs(seq.mean() - fast[BASELINE].mean()) > 1e-6, f"{variant}: {key} changes nothing"
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

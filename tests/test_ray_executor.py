@@ -71,7 +71,7 @@ def dying_task(marker_dir: Path, deaths: dict[str, int]):
     """A stand-in for ray_executor.sweep_task that SIGKILLs its worker (as the OOM killer would)
     on the first ``deaths[revision]`` attempts of a revision, then runs the real task.  Defined
     here, in the test, so Ray ships it to the workers by value; marker files count attempts."""
-    def task(plan, revision, evict=False):
+    def task(plan, revision, options=None, evict=False):
         import os
         import signal
 
@@ -81,7 +81,7 @@ def dying_task(marker_dir: Path, deaths: dict[str, int]):
         (marker_dir / f"{revision}.{attempt}").touch()
         if attempt < deaths.get(revision, 0):
             os.kill(os.getpid(), signal.SIGKILL)
-        return real.sweep_task(plan, revision, evict)
+        return real.sweep_task(plan, revision, options, evict)
     return task
 
 
@@ -120,7 +120,7 @@ def test_a_killed_worker_is_retried_and_nothing_is_duplicated(tmp_path, request_
     assert sorted(report.written) == ["step0", "step1", "step2"] and not report.failed
     with Store.open(db, read_only=True) as store:
         assert store.table_counts() == {"models": 1, "checkpoints": 3, "eval_sets": 1, "runs": 3,
-                                        "results": 3 * ROWS}
+                                        "results": 3 * ROWS, "layer_metrics": 3 * 5 * 3}
     twice = "SELECT revision, component, layer FROM results GROUP BY ALL HAVING count(*) > 1"
     assert sql(db, twice).empty
 

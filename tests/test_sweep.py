@@ -2,11 +2,11 @@
 residual layouts and two sequential ones), optimized == naive, float32 chunked loss, statistics,
 fingerprints, non-finite losses."""
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from collectors.checkpoints import load_checkpoint, resolve_model, weights_fingerprint
 from collectors.eval_tokens import EvalTokens, eval_set_id
@@ -14,6 +14,7 @@ from collectors.stats import paired_interval, t_quantile
 from collectors.sweep import (BASELINE, NonFiniteLoss, SweepOptions, sequence_losses,
                               sweep_checkpoint, sweep_losses)
 from layerdb.errors import LayerdbError
+from tests.references import change_for, forward_by_hand, means_by_hand
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -22,57 +23,6 @@ IDS = torch.randint(2, 64, (6, 20), generator=torch.Generator().manual_seed(7)) 
 
 def _load(tiny_hub, variant, revision="main"):
     return load_checkpoint(resolve_model(tiny_hub.repo(variant)), revision, torch.float32, "cpu")
-
-
-def _seq_loss(logits, ids):  # (B, T, V), (B, T) -> (B,)
-    ce = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-                         ids[:, 1:].reshape(-1), reduction="none")
-    return ce.view(ids.shape[0], -1).mean(1)
-
-
-def _neox_by_hand(model, ids, skip):
-    """GPT-NeoX, parallel residual: h = h + attn(ln1(h)) + mlp(ln2(h))."""
-    m = model.gpt_neox
-    h = m.embed_in(ids)
-    rope = m.rotary_emb(h, position_ids=torch.arange(ids.shape[1])[None])
-    for k, layer in enumerate(m.layers):
-        if skip == ("block", k):
-            continue
-        attn = layer.attention(layer.input_layernorm(h), attention_mask=None,
-                               position_embeddings=rope)[0]
-        mlp = layer.mlp(layer.post_attention_layernorm(h))
-        h = h + (0 if skip == ("attn", k) else attn) + (0 if skip == ("mlp", k) else mlp)
-    return _seq_loss(model.get_output_embeddings()(m.final_layer_norm(h)), ids)
-
-
-def _llama_by_hand(model, ids, skip):
-    """Llama, sequential residual: h = h + attn(n1(h)); h = h + mlp(n2(h))."""
-    m = model.model
-    h = m.embed_tokens(ids)
-    rope = m.rotary_emb(h, torch.arange(ids.shape[1])[None])
-    for k, layer in enumerate(m.layers):
-        if skip == ("block", k):
-            continue
-        if skip != ("attn", k):
-            h = h + layer.self_attn(hidden_states=layer.input_layernorm(h), attention_mask=None,
-                                    position_embeddings=rope)[0]
-        if skip != ("mlp", k):
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
-    return _seq_loss(model.lm_head(m.norm(h)), ids)
-
-
-def _gpt2_by_hand(model, ids, skip):
-    """GPT-2, sequential residual with learned positions."""
-    t = model.transformer
-    h = t.wte(ids) + t.wpe(torch.arange(ids.shape[1])[None])
-    for k, block in enumerate(t.h):
-        if skip == ("block", k):
-            continue
-        if skip != ("attn", k):
-            h = h + block.attn(block.ln_1(h), attention_mask=None)[0]
-        if skip != ("mlp", k):
-            h = h + block.mlp(block.ln_2(h))
-    return _seq_loss(model.lm_head(t.ln_f(h)), ids)
 
 
 def _randomize_norms(model, seed=3):
@@ -86,70 +36,39 @@ def _randomize_norms(model, seed=3):
                     p.copy_((name == "weight") + 0.3 * torch.randn(p.shape, generator=g))
 
 
-def _causal_mask(T):  # (T, T) additive: position t sees 0..t, whatever the attention implementation
-    return torch.full((T, T), float("-inf")).triu(1)
+EVERYTHING = SweepOptions(spans=(2, 3), swaps=True, batch_size=4)  # 3-layer models: all spans
 
 
-def _falcon_7b_by_hand(model, ids, skip):
-    """Falcon 7B style, parallel residual with one shared norm: x = ln(h); h = h + attn(x) + mlp(x)."""
-    assert model.config.parallel_attn and not model.config.new_decoder_architecture
-    assert not model.config.alibi
-    t = model.transformer
-    h = t.word_embeddings(ids)
-    rope = t.rotary_emb(h, position_ids=torch.arange(ids.shape[1])[None])
-    mask = _causal_mask(ids.shape[1])
-    for k, layer in enumerate(t.h):
-        if skip == ("block", k):
-            continue
-        x = layer.input_layernorm(h)
-        attn = layer.self_attention(x, alibi=None, attention_mask=mask, position_embeddings=rope)[0]
-        mlp = layer.mlp(x)
-        h = h + (0 if skip == ("attn", k) else attn) + (0 if skip == ("mlp", k) else mlp)
-    return _seq_loss(model.lm_head(t.ln_f(h)), ids)
-
-
-def _falcon_40b_by_hand(model, ids, skip):
-    """Falcon 40B style (new_decoder_architecture, grouped kv heads), parallel residual with two
-    norms: h = h + attn(ln_attn(h)) + mlp(ln_mlp(h))."""
-    assert model.config.new_decoder_architecture and model.config.num_ln_in_parallel_attn == 2
-    assert not model.config.alibi
-    t = model.transformer
-    h = t.word_embeddings(ids)
-    rope = t.rotary_emb(h, position_ids=torch.arange(ids.shape[1])[None])
-    mask = _causal_mask(ids.shape[1])
-    for k, layer in enumerate(t.h):
-        if skip == ("block", k):
-            continue
-        attn = layer.self_attention(layer.ln_attn(h), alibi=None, attention_mask=mask,
-                                    position_embeddings=rope)[0]
-        mlp = layer.mlp(layer.ln_mlp(h))
-        h = h + (0 if skip == ("attn", k) else attn) + (0 if skip == ("mlp", k) else mlp)
-    return _seq_loss(model.lm_head(t.ln_f(h)), ids)
-
-
-@pytest.mark.parametrize("variant,by_hand", [("gpt-neox", _neox_by_hand),
-                                             ("falcon", _falcon_7b_by_hand),
-                                             ("falcon-40b-style", _falcon_40b_by_hand),
-                                             ("llama", _llama_by_hand), ("gpt2", _gpt2_by_hand)])
-def test_ablations_equal_a_hand_written_forward(tiny_hub, variant, by_hand):
+@pytest.mark.parametrize("variant", ["gpt-neox", "falcon", "falcon-40b-style", "llama", "gpt2"])
+@pytest.mark.parametrize("method", ["zero", "mean"])
+def test_ablations_equal_a_hand_written_forward(tiny_hub, variant, method):
+    """Single drops, spans and swaps (zero), and mean ablation of terms and spans, against the
+    family's forward written out by hand (tests/references.py), to 1e-5 in float32."""
     checkpoint = _load(tiny_hub, variant)
     _randomize_norms(checkpoint.model)
-    fast = sweep_losses(checkpoint.model, checkpoint.family, IDS, SweepOptions(batch_size=4))
+    options = replace(EVERYTHING, method=method, swaps=method == "zero")
+    fast = sweep_losses(checkpoint.model, checkpoint.family, IDS, options).losses
+    n_layers = checkpoint.model.config.num_hidden_layers
+    assert len(fast) == 1 + 3 * 3 + 2 + 1 + (2 if method == "zero" else 0)
     with torch.inference_mode():
+        means = means_by_hand(checkpoint.model, IDS) if method == "mean" else None
         for key, seq in fast.items():
-            expected = by_hand(checkpoint.model, IDS, None if key == BASELINE else key)
+            expected = forward_by_hand(checkpoint.model, IDS, change_for(key, n_layers, means))
             assert np.abs(seq - expected.double().numpy()).max() < 1e-5, key
+    if method == "zero":  # a swap reorders: it is not the same as leaving the layers be
+        assert np.abs(fast[("swap", 0, 2)] - fast[BASELINE]).max() > 1e-4
 
 
-def test_optimized_equals_naive_across_batches_and_components(tiny_hub):
+def test_optimized_equals_naive_across_batches_and_kinds(tiny_hub):
     checkpoint = _load(tiny_hub, "falcon")  # tuple-returning layers, in-place adds
-    for components in (("block", "attn", "mlp"), ("mlp",)):
-        fast = sweep_losses(checkpoint.model, checkpoint.family, IDS,
-                            SweepOptions(components=components, batch_size=4))
+    for options in (EVERYTHING, SweepOptions(components=("mlp",), batch_size=4),
+                    replace(EVERYTHING, method="mean", swaps=False)):
+        fast = sweep_losses(checkpoint.model, checkpoint.family, IDS, options)
         naive = sweep_losses(checkpoint.model, checkpoint.family, IDS,
-                             SweepOptions(components=components, batch_size=6, reuse_prefix=False))
-        assert fast.keys() == naive.keys()
-        assert all(np.abs(fast[k] - naive[k]).max() < 1e-5 for k in fast)
+                             replace(options, batch_size=6, reuse_prefix=False))
+        assert fast.losses.keys() == naive.losses.keys()
+        assert all(np.abs(fast.losses[k] - naive.losses[k]).max() < 1e-5 for k in fast.losses)
+        assert fast.metrics == pytest.approx(naive.metrics, abs=1e-9)
 
 
 def test_chunked_loss_equals_whole_loss(tiny_hub):
@@ -201,6 +120,24 @@ def test_sweep_checkpoint_rows(tiny_hub):
     assert rows.eval_sets["n_bytes"][0].as_py() == 1234
 
 
+def test_span_swap_and_metric_rows(tiny_hub):
+    checkpoint = _load(tiny_hub, "llama")
+    rows = sweep_checkpoint(checkpoint, _tokens(), replace(EVERYTHING, spans=(2,)))
+    keys = rows.results.select(["component", "layer", "span"]).to_pylist()
+    spans = [(r["layer"], r["span"]) for r in keys if r["component"] == "block"]
+    assert spans == [(0, 1), (1, 1), (2, 1), (0, 2), (1, 2)]
+    assert [(r["layer"], r["span"]) for r in keys if r["component"] == "swap"] == [(0, 2), (1, 2)]
+    run = rows.runs.to_pylist()[0]
+    assert (run["components"], run["spans"], run["swaps"], run["method"]) == (
+        "block,attn,mlp", "2", True, "zero")
+    metrics = rows.layer_metrics.to_pandas()
+    per = metrics.groupby(["metric", "span"])["layer"].apply(list).to_dict()
+    assert per == {("angular_distance", 1): [0, 1, 2], ("angular_distance", 2): [0, 1],
+                   **{(m, 1): [0, 1, 2] for m in ("attn_ratio", "block_influence", "mlp_ratio",
+                                                  "update_ratio")}}
+    assert set(metrics["run_id"]) == {run["run_id"]}
+
+
 def test_fingerprints_see_equal_and_different_weights(tiny_hub):
     prints = {r: _load(tiny_hub, "gpt-neox", r).fingerprint for r in ("step0", "step1", "step2", "step4")}
     assert prints["step2"] == prints["step4"]
@@ -233,4 +170,14 @@ def test_bad_options():
         SweepOptions(components=("block", "heads"))
     with pytest.raises(LayerdbError, match="batch-size"):
         SweepOptions(batch_size=0)
+    with pytest.raises(LayerdbError, match=r"--spans must be lengths of at least 1 \(got 0,2\)"):
+        SweepOptions(spans=(0, 2))
+    with pytest.raises(LayerdbError, match="unknown --method 'median': use zero or mean"):
+        SweepOptions(method="median")
+    with pytest.raises(LayerdbError, match="no mean variant"):
+        SweepOptions(method="mean", swaps=True)
+    with pytest.raises(LayerdbError, match="--spans 5: longer than m, which has 4 layer"):
+        SweepOptions(spans=(2, 5)).check_fits(4, "m")
+    with pytest.raises(LayerdbError, match="--swaps needs two layers or more; m has 1"):
+        SweepOptions(swaps=True).check_fits(1, "m")
     assert math.isfinite(t_quantile(0.975, 2))

@@ -143,3 +143,12 @@ OLD_COLUMNS = {
                 "loss", "n_tokens", "delta", "delta_ci_low", "delta_ci_high", "seq_losses",
                 "run_id", "created_at"],
 }
+
+
+def test_the_t_quantile_macro_matches_students_t(empty_store):
+    from collectors.stats import t_quantile
+
+    got = empty_store.sql("SELECT df, t_quantile_975(df) AS t FROM range(1, 301) r(df)")
+    for df, t in zip(got["df"], got["t"]):
+        assert t == pytest.approx(t_quantile(0.975, int(df)), abs=1e-7), df
+    assert empty_store.sql("SELECT t_quantile_975(0) AS t")["t"].isna().all()

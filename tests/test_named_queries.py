@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
@@ -37,14 +38,14 @@ def test_the_issue_queries_exist():
 
 
 @pytest.mark.parametrize("name", QUERY_NAMES)
-def test_every_query_has_a_description_and_runs(results_store, name):
+def test_every_query_has_a_description_and_runs(results_store, deep_store, name):
     query = get_query(name)
     assert query.description and not query.description.endswith(" ")
     assert Path(query.filename).stem == name  # one file per query, named after it
     declared = {p.name for p in query.parameters}
     assert declared == set(sa.text(query.sql)._bindparams), "header and SQL parameters differ"
-    df = run_query(results_store, name)
-    assert len(df) > 0
+    found = [run_query(store, name) for store in (results_store, deep_store)]
+    assert any(len(df) > 0 for df in found)  # each fixture store holds what some queries read
 
 
 def test_lowers_loss(results_store):
@@ -134,20 +135,25 @@ def test_compare_models_bins_normalised_depth(results_store):
     assert rows(ten, ["bin", "layers"]) == [(0, 1), (2, 1), (4, 1), (6, 1), (8, 1), (9, 1)]
 
 
-def test_coverage(results_store):
+def test_coverage(results_store, deep_store):
     cols = ["model", "revision", "step", "eval_set", "n_layers", "result_rows", "complete",
             "missing"]
+    nm = "metrics all layers"  # the fixture holds no layer metrics
     assert rows(run_query(results_store, "coverage"), cols) == [
-        (L, "step0", 0, "es-large", 6, 19, "block,attn,mlp", ""),
-        (L, "step2", 2, "es-large", 6, 19, "block,attn,mlp", ""),
-        (L, "step4", 4, "es-large", 6, 18, "block,attn", "mlp layers 5"),
+        (L, "step0", 0, "es-large", 6, 19, "block,attn,mlp", nm),
+        (L, "step2", 2, "es-large", 6, 19, "block,attn,mlp", nm),
+        (L, "step4", 4, "es-large", 6, 18, "block,attn", "mlp layers 5; " + nm),
         (L, "step8", 8, None, 6, 0, "", "everything (no results)"),
-        (S, "step0", 0, "es-small", 4, 13, "block,attn,mlp", ""),
-        (S, "step1", 1, "es-small", 4, 13, "block,attn,mlp", ""),
-        (S, "step2", 2, "es-small", 4, 13, "block,attn,mlp", ""),
-        (S, "step4", 4, "es-small", 4, 13, "block,attn,mlp", ""),
+        (S, "step0", 0, "es-small", 4, 13, "block,attn,mlp", nm),
+        (S, "step1", 1, "es-small", 4, 13, "block,attn,mlp", nm),
+        (S, "step2", 2, "es-small", 4, 13, "block,attn,mlp", nm),
+        (S, "step4", 4, "es-small", 4, 13, "block,attn,mlp", nm),
     ]
     assert len(run_query(results_store, "coverage", eval_set="es-large")) == 3
+    # spans and swaps are kinds of their own; the metrics kind then needs span-2 angular distances
+    deep = rows(run_query(deep_store, "coverage"), ["revision", "result_rows", "complete", "missing"])
+    assert deep == [(f"step{i}", 1 + 4 + 3 + 3, "block,span2,swap",
+                     "attn all layers; mlp all layers; metrics all layers") for i in (1, 2)]
 
 
 def test_duplicate_checkpoints(results_store):
@@ -222,3 +228,60 @@ def test_cli_query_mistakes_are_one_line(results_db, args, message):
     result = CliRunner().invoke(main, ["--db", results_db, *args])
     assert result.exit_code == 1
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_span_interaction(deep_store):
+    from collectors.stats import t_quantile
+    from tests.fixtures.results import DEEP, DEEP_IMPORTANCE, DEEP_INTERACTION, INTERACTION_PATTERN
+
+    df = run_query(deep_store, "span-interaction")
+    sd = np.std(INTERACTION_PATTERN, ddof=1)
+    expected = []
+    for i in (1, 2):
+        for k in range(3):
+            inter = DEEP_INTERACTION[k] * i
+            half = t_quantile(0.975, 3) * abs(inter) * sd / 2
+            delta_k, delta_next = DEEP_IMPORTANCE[k] * i, DEEP_IMPORTANCE[k + 1] * i
+            expected.append((DEEP, f"step{i}", i, k, k / 3, delta_k + delta_next + inter,
+                             delta_k, delta_next, inter, inter - half, inter + half, 4))
+    cols = ["model", "revision", "step", "layer", "depth", "span_delta", "delta_k", "delta_next",
+            "interaction", "ci_low", "ci_high", "n_sequences"]
+    got = rows(df, cols)
+    assert [row[:9] + row[11:] for row in got] == [
+        tuple(round(v, 12) if isinstance(v, float) else v for v in row[:9] + row[11:])
+        for row in expected]
+    # the SQL's t quantiles carry 10 significant digits (the t_quantile_975 macro)
+    assert [v for row in got for v in row[9:11]] == pytest.approx(
+        [float(v) for row in expected for v in row[9:11]], abs=1e-9)
+    assert run_query(deep_store, "span-interaction", method="mean").empty
+    assert len(run_query(deep_store, "span-interaction", step=2)) == 3
+
+
+def test_metric_vs_drop(deep_store):
+    from tests.fixtures.results import DEEP
+
+    df = run_query(deep_store, "metric-vs-drop")
+    assert rows(df, ["model", "revision", "step", "metric", "layers", "spearman"]) == [
+        (DEEP, "step1", 1, "block_influence", 4, -1.0), (DEEP, "step2", 2, "block_influence", 4, 1.0)]
+    ties = run_query(deep_store, "metric-vs-drop", metric="update_ratio")
+    # metric ranks with a tie: [3, 1.5, 1.5, 4]; block-drop delta ranks: [4, 1, 2, 3]
+    expected = round(float(np.corrcoef([3, 1.5, 1.5, 4], [4, 1, 2, 3])[0, 1]), 12)
+    assert rows(ties, ["spearman"]) == [(expected,), (expected,)]
+    with pytest.raises(LayerdbError, match="unknown metric cosine: use block_influence"):
+        run_query(deep_store, "metric-vs-drop", metric="cosine")
+
+
+def test_swap_sensitivity_and_the_views_q_values(deep_store):
+    from layerdb.fdr import bh_qvalues
+    from tests.fixtures.results import DEEP, DEEP_SWAP, DEEP_SWAP_P
+
+    df = run_query(deep_store, "swap-sensitivity")
+    p = [DEEP_SWAP_P[i][k] for i in (1, 2) for k in range(3)]
+    # the only p-values of the (acme/deep, es-deep, zero) study: BH over these six
+    q = bh_qvalues(np.array(p))
+    assert rows(df, ["model", "revision", "layer", "depth", "delta", "significant", "p_value",
+                     "q_value"]) == [
+        (DEEP, f"step{i}", k, round(k / 3, 12), DEEP_SWAP[k] * i, DEEP_SWAP[k] * i > 0.0625,
+         DEEP_SWAP_P[i][k], round(float(q[3 * (i - 1) + k]), 12))
+        for i in (1, 2) for k in range(3)]
+    assert len(run_query(deep_store, "swap-sensitivity", step=1)) == 3

@@ -15,6 +15,7 @@ Create Date: 2026-11-30
 - checkpoints: the hub's digest of the weight files (from their LFS sha256, known before any
   download), their count and bytes, and same_weights_as: the revision whose results stand for a
   revision with identical weights.
+- the macro t_quantile_975(df), for paired 95% intervals in the named queries;
 - views: ablations (delta against the baseline on the same sequences, p and Benjamini-Hochberg q
   values per (model, eval_set, method) study, bits per byte, the duplicate mark) and
   latest_ablations, the one definition of "latest step": per model and eval set, the largest step
@@ -140,6 +141,26 @@ JOIN latest l ON l.model = k.model AND l.eval_set = k.eval_set
 """
 
 
+# t_{0.975, df}, the two-sided 95% quantile of Student's t, for the queries' paired intervals:
+# exact values for df 1..30, the Cornish-Fisher expansion beyond (error below 3e-8).
+T_QUANTILE_MACRO = """
+CREATE MACRO t_quantile_975(df) AS CASE
+    WHEN df IS NULL OR df < 1 THEN NULL
+    WHEN df <= 30 THEN [12.70620474, 4.30265273, 3.182446305, 2.776445105, 2.570581836,
+                        2.446911851, 2.364624252, 2.306004135, 2.262157163, 2.228138852,
+                        2.20098516, 2.17881283, 2.160368656, 2.144786688, 2.131449546,
+                        2.119905299, 2.109815578, 2.10092204, 2.093024054, 2.085963447,
+                        2.079613845, 2.073873068, 2.06865761, 2.063898562, 2.059538553,
+                        2.055529439, 2.051830516, 2.048407142, 2.045229642, 2.042272456][df]
+    ELSE 1.959963984540054
+         + 2.372271230298562 / df
+         + 2.8224986157396112 / (df * df)
+         + 2.555849679507722 / (df * df * df)
+         + 1.5895340533938225 / (df * df * df * df)
+END
+"""
+
+
 def upgrade() -> None:
     op.execute("DROP VIEW IF EXISTS ablations")
     op.execute(RESULTS)
@@ -156,9 +177,11 @@ def upgrade() -> None:
             op.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
     op.execute(ABLATIONS_VIEW)
     op.execute(LATEST_ABLATIONS_VIEW)
+    op.execute(T_QUANTILE_MACRO)
 
 
 def downgrade() -> None:
+    op.execute("DROP MACRO IF EXISTS t_quantile_975")
     op.execute("DROP VIEW IF EXISTS latest_ablations")
     op.execute("DROP VIEW IF EXISTS ablations")
     op.execute("DROP TABLE IF EXISTS layer_metrics")

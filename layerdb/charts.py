@@ -39,14 +39,24 @@ ABLATIONS_SQL = """
 SELECT revision, step, component, layer, depth, baseline_loss, loss, delta,
        delta_ci_low, delta_ci_high, significant
 FROM ablations
-WHERE model = :model AND eval_set = :eval_set AND span = 1
+WHERE model = :model AND eval_set = :eval_set AND span = 1 AND method = 'zero'
+  AND component IN ('block', 'attn', 'mlp') AND same_weights_as IS NULL
   AND (CAST(:component AS VARCHAR) IS NULL OR component = :component)
 ORDER BY step NULLS LAST, revision, component, layer
 """
 BASELINES_SQL = """
-SELECT revision, step, loss FROM results
-WHERE model = :model AND eval_set = :eval_set AND component = 'none' AND span = 1
-ORDER BY step NULLS LAST, revision
+SELECT r.revision, r.step, r.loss FROM results r
+LEFT JOIN checkpoints c ON c.model = r.model AND c.revision = r.revision
+WHERE r.model = :model AND r.eval_set = :eval_set AND r.component = 'none'
+  AND r.method = 'zero' AND c.same_weights_as IS NULL
+ORDER BY r.step NULLS LAST, r.revision
+"""
+SPANS_SQL = """
+SELECT revision, step, layer, span, delta, delta_ci_low, delta_ci_high, significant
+FROM ablations
+WHERE model = :model AND eval_set = :eval_set AND component = 'block' AND method = 'zero'
+  AND same_weights_as IS NULL
+ORDER BY step NULLS LAST, revision, span, layer
 """
 LATEST_SQL = """
 WITH chosen AS (
@@ -109,17 +119,7 @@ def layer_loss_chart(store, model: str | None = None, eval_set: str | None = Non
     alt = _altair()
     model, eval_set = resolve_model(store, model, eval_set)
     df = _ablations(store, model, eval_set)
-    frames = df[["step", "revision"]].drop_duplicates().reset_index(drop=True)
-    frames["frame"] = frames.index
-    frames["frame_label"] = [_frame_label(s, r) for s, r in zip(frames.step, frames.revision)]
-    if step is None:
-        start = int(frames["frame"].iloc[-1])
-    else:
-        match = frames.index[frames["step"] == step]
-        if len(match) == 0:
-            raise LayerdbError(f"{model} has no results at step {step}; steps: "
-                               + _list_steps(frames["step"]))
-        start = int(match[-1])
+    frames, start = _frames(df, step, model)
     df = df.merge(frames, on=["step", "revision"])
     df["band_low"] = df["baseline_loss"] + df["delta_ci_low"]
     df["band_high"] = df["baseline_loss"] + df["delta_ci_high"]
@@ -130,8 +130,7 @@ def layer_loss_chart(store, model: str | None = None, eval_set: str | None = Non
 
     base = alt.Chart()
     if slider:
-        picker = alt.param(name="checkpoint", value=start, bind=alt.binding_range(
-            min=0, max=int(frames["frame"].max()), step=1, name="checkpoint (slide) "))
+        picker = _frame_picker(alt, frames, start)
         base = base.transform_filter(alt.datum.frame == picker)
     n_layers = int(df["layer"].max()) + 1
     x = alt.X("layer:Q", title="layer", axis=alt.Axis(tickMinStep=1, format="d"),
@@ -273,6 +272,77 @@ def compare_chart(store, models: list[str] | None = None, component: str | None 
         subtitle="loss change when one layer is dropped, each model at its latest step")))
 
 
+def span_chart(store, model: str | None = None, eval_set: str | None = None,
+               step: int | None = None, slider: bool = True):
+    """Loss change when blocks k .. k+n-1 are dropped together: start layer k by span length n,
+    colour = delta (span 1 = the single drop).  With ``slider`` every checkpoint is embedded and a
+    slider picks the frame (starting at ``step``, default the latest)."""
+    alt = _altair()
+    model, eval_set = resolve_model(store, model, eval_set)
+    df = store.sql(SPANS_SQL, model=model, eval_set=eval_set)
+    if df.empty or df["span"].max() < 2:
+        raise LayerdbError(f"no span drops for {model} on eval set {eval_set} "
+                           "(collect them with --spans 2,...)")
+    frames, start = _frames(df, step, model)
+    df = _compact(df.merge(frames, on=["step", "revision"])[
+        ["frame", "frame_label", "step", "layer", "span", "delta", "delta_ci_low",
+         "delta_ci_high", "significant"]])
+    if not slider:
+        df = df[df["frame"] == start]
+    base = alt.Chart(df)
+    if slider:
+        picker = _frame_picker(alt, frames, start)
+        base = base.transform_filter(alt.datum.frame == picker)
+    limit = float(np.nanmax(np.abs(df["delta"]))) or 1.0
+    cells = base.mark_rect().encode(
+        x=alt.X("layer:O", title="first layer dropped (k)"),
+        y=alt.Y("span:O", title="span length (n)", sort="descending"),
+        color=alt.Color("delta:Q", title="Δ loss", scale=alt.Scale(
+            type="symlog", constant=max(limit / 200, 1e-4), scheme="redblue", reverse=True,
+            domain=[-limit, limit], domainMid=0)),
+        tooltip=["frame_label:N", "layer:Q", "span:Q", alt.Tooltip("delta:Q", format="+.4f"),
+                 alt.Tooltip("delta_ci_low:Q", format="+.4f"),
+                 alt.Tooltip("delta_ci_high:Q", format="+.4f"), "significant:N"],
+    ).properties(width=max(PANEL_WIDTH, 14 * int(df["layer"].max() + 1)),
+                 height=max(80, 26 * int(df["span"].nunique())))
+    chart = cells.add_params(picker) if slider else cells
+    return _style(chart.properties(title=alt.Title(
+        f"Loss change when contiguous blocks are dropped together: {model}",
+        subtitle=["cell (k, n): blocks k .. k+n-1 dropped; red: the loss rises",
+                  _eval_label(store, eval_set)
+                  + ("" if slider else f"; {frames.frame_label[start]}")])))
+
+
+def metric_vs_drop_chart(store, model: str | None = None, eval_set: str | None = None):
+    """Per metric, the Spearman correlation across layers between the clean-pass metric and the
+    block-drop delta, over training: from which step does the cheap metric rank the layers as
+    the expensive drop does?"""
+    from .named_queries import run_query
+    from .schema import METRICS
+
+    alt = _altair()
+    model, eval_set = resolve_model(store, model, eval_set)
+    df = pd.concat([run_query(store, "metric-vs-drop", metric=m, model=model, eval_set=eval_set)
+                    for m in METRICS], ignore_index=True).dropna(subset=["step", "spearman"])
+    if df.empty:
+        raise LayerdbError(f"no layer metrics with block drops for {model} on eval set "
+                           f"{eval_set} at a known step")
+    data = _compact(df[["step", "revision", "metric", "layers", "spearman"]])
+    chart = alt.Chart(data).mark_line(point=alt.OverlayMarkDef(size=24)).encode(
+        x=alt.X("step:Q", title="training step (symlog)", scale=alt.Scale(type="symlog"),
+                axis=alt.Axis(values=step_ticks(data["step"]), labelExpr=STEP_LABEL)),
+        y=alt.Y("spearman:Q", title="Spearman ρ (metric vs block-drop Δ)",
+                scale=alt.Scale(domain=[-1, 1])),
+        color=alt.Color("metric:N", title="metric", sort=list(METRICS)),
+        tooltip=["metric:N", "step:Q", "revision:N", "layers:Q",
+                 alt.Tooltip("spearman:Q", format="+.3f")],
+    ).properties(width=2 * PANEL_WIDTH, height=220)
+    return _style(chart.properties(title=alt.Title(
+        f"Do the cheap metrics rank layers as the drop does? {model}",
+        subtitle=["1: the metric orders the layers exactly as dropping them does",
+                  _eval_label(store, eval_set)])))
+
+
 @dataclass(frozen=True)
 class ChartKind:
     function: Callable
@@ -291,6 +361,12 @@ CHARTS = {
                           "loss over steps for the baseline and each layer's ablation"),
     "compare": ChartKind(compare_chart, {"models": "text", "component": "text"},
                          "models side by side on normalised depth, each at its latest step"),
+    "span": ChartKind(span_chart, {"model": "text", "eval_set": "text", "step": "int"},
+                      "loss change by first layer x span length of blocks dropped together; a "
+                      "slider steps through the checkpoints in HTML"),
+    "metric-vs-drop": ChartKind(metric_vs_drop_chart, {"model": "text", "eval_set": "text"},
+                                "Spearman correlation of each layer metric with the block-drop "
+                                "delta, over training steps"),
 }
 
 
@@ -307,7 +383,7 @@ def make_chart(store, kind: str, *, for_format: str = ".html", **params: Any):
     values = {k: convert(v, declared[k], f"chart {kind}: parameter {k}") for k, v in params.items()}
     if isinstance(values.get("models"), str):
         values["models"] = [m.strip() for m in values["models"].split(",") if m.strip()]
-    if kind == "layer-loss":
+    if kind in ("layer-loss", "span"):
         values["slider"] = for_format in (".html", ".json")
     return function(store, **values)
 
@@ -341,6 +417,27 @@ def chart_spec(chart) -> dict:
 
 
 # -- helpers ----------------------------------------------------------------------------------
+def _frames(df: pd.DataFrame, step: int | None, model: str) -> tuple[pd.DataFrame, int]:
+    """One frame per (step, revision) of ``df``, in order, with its label; and the frame to
+    start at: ``step``'s, or the latest."""
+    frames = df[["step", "revision"]].drop_duplicates().reset_index(drop=True)
+    frames["frame"] = frames.index
+    frames["frame_label"] = [_frame_label(s, r) for s, r in zip(frames.step, frames.revision)]
+    if step is None:
+        return frames, int(frames["frame"].iloc[-1])
+    match = frames.index[frames["step"] == step]
+    if len(match) == 0:
+        raise LayerdbError(f"{model} has no results at step {step}; steps: "
+                           + _list_steps(frames["step"]))
+    return frames, int(match[-1])
+
+
+def _frame_picker(alt, frames: pd.DataFrame, start: int):
+    """The checkpoint slider over ``frames``."""
+    return alt.param(name="checkpoint", value=start, bind=alt.binding_range(
+        min=0, max=int(frames["frame"].max()), step=1, name="checkpoint (slide) "))
+
+
 def step_cell_edges(steps: list[int]) -> dict[int, tuple[float, float]]:
     """Each step's cell [from, to) on a symlog axis: borders half-way (in log1p space) to its
     neighbours, so cells tile the axis whatever the checkpoint schedule."""

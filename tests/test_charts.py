@@ -14,7 +14,8 @@ from layerdb.charts import CHARTS, chart_spec, heatmap_chart, layer_loss_chart, 
 from layerdb.cli import main
 
 PARAMS = {"layer-loss": {"model": "acme/small"}, "heatmap": {"model": "acme/small"},
-          "training": {"model": "acme/large"}, "compare": {}}
+          "training": {"model": "acme/large"}, "compare": {}, "span": {}, "metric-vs-drop": {}}
+ON_DEEP_STORE = {"span", "metric-vs-drop"}  # the kinds that need spans or layer metrics
 EXTERNAL_SCRIPT = re.compile(r"<script[^>]*\bsrc\s*=", re.IGNORECASE)
 
 
@@ -38,9 +39,37 @@ def check_file(path, suffix: str) -> None:
 
 @pytest.mark.parametrize("suffix", [".html", ".png", ".svg", ".json"])
 @pytest.mark.parametrize("kind", list(CHARTS))
-def test_every_kind_renders_to_every_format(results_store, tmp_path, kind, suffix):
-    path = write_chart(results_store, kind, tmp_path / f"chart{suffix}", **PARAMS[kind])
+def test_every_kind_renders_to_every_format(results_store, deep_store, tmp_path, kind, suffix):
+    store = deep_store if kind in ON_DEEP_STORE else results_store
+    path = write_chart(store, kind, tmp_path / f"chart{suffix}", **PARAMS[kind])
     check_file(path, suffix)
+
+
+def test_span_chart_frames_and_cells(deep_store, results_store):
+    from layerdb.charts import span_chart
+
+    spec = chart_spec(span_chart(deep_store))
+    (slider,) = spec["params"]
+    assert slider["bind"]["input"] == "range" and slider["value"] == 1  # the latest of 2 frames
+    (values,) = spec["datasets"].values()
+    assert len(values) == 2 * (4 + 3)  # per step: 4 single drops, 3 span-2 drops
+    cell = next(v for v in values if (v["step"], v["layer"], v["span"]) == (2, 1, 2))
+    assert cell["delta"] == pytest.approx((0.125 + 0.25) * 2 + 0.5 * 2)  # both drops + interaction
+    one = chart_spec(span_chart(deep_store, step=1, slider=False))
+    (frame,) = one["datasets"].values()
+    assert "params" not in one and {v["step"] for v in frame} == {1}
+    with pytest.raises(LayerdbError, match="no span drops for acme/small .*--spans 2"):
+        span_chart(results_store, model="acme/small")
+
+
+def test_metric_vs_drop_chart_draws_each_metric(deep_store):
+    from layerdb.charts import metric_vs_drop_chart
+
+    spec = chart_spec(metric_vs_drop_chart(deep_store))
+    (values,) = spec["datasets"].values()
+    got = {(v["metric"], v["step"]): v["spearman"] for v in values}
+    assert got[("block_influence", 1)] == -1.0 and got[("block_influence", 2)] == 1.0
+    assert {m for m, _ in got} == {"block_influence", "update_ratio"}
 
 
 def test_layer_loss_has_a_checkpoint_slider_in_html_and_one_frame_in_images(results_store):

@@ -117,8 +117,61 @@ def _model_section(store, model: str, specs: list[dict]) -> str:
              _chart(lambda: charts.layer_loss_chart(store, model=model), specs),
              "<h3>Most important layers at the latest step</h3>", _top_layers(store, model),
              "<h3>Ablations that lower the loss significantly</h3>", _lowers(store, model),
+             _beyond_single_drops(store, model, specs),
              "</section>"]
     return "".join(parts)
+
+
+BEYOND_SQL = """
+SELECT count(*) FILTER (WHERE component = 'block' AND span > 1) AS spans,
+       count(*) FILTER (WHERE component = 'swap') AS swaps,
+       (SELECT count(*) FROM layer_metrics WHERE model = :model) AS metrics
+FROM results WHERE model = :model
+"""
+
+
+def _beyond_single_drops(store, model: str, specs: list[dict]) -> str:
+    """Sections for what the store holds beyond single-layer drops: spans, swaps, metrics."""
+    held = store.sql(BEYOND_SQL, model=model).iloc[0]
+    parts = []
+    if held["spans"]:
+        parts += ["<h3>Contiguous blocks dropped together</h3>",
+                  _chart(lambda: charts.span_chart(store, model=model), specs),
+                  "<h4>Adjacent layers: together vs apart, at the latest step</h4>",
+                  _interactions(store, model)]
+    if held["swaps"]:
+        parts += ["<h3>Adjacent layers swapped, at the latest step</h3>", _swaps(store, model)]
+    if held["metrics"]:
+        parts += ["<h3>Do the cheap layer metrics predict the drop?</h3>",
+                  "<p class='hint'>Per checkpoint, the Spearman correlation across layers "
+                  "between each clean-pass metric and the loss change when the block is "
+                  "dropped.</p>",
+                  _chart(lambda: charts.metric_vs_drop_chart(store, model=model), specs)]
+    return "".join(parts)
+
+
+def _interactions(store, model: str) -> str:
+    df = run_query(store, "span-interaction", model=model)
+    df = df[df["step"] == df["step"].max()] if df["step"].notna().any() else df
+    if df.empty:
+        return "<p class='hint'>Needs span-2 and single block drops at the same checkpoint.</p>"
+    top = df.reindex(df["interaction"].abs().sort_values(ascending=False).index).head(8)
+    cols = ["step", "layer", "span_delta", "delta_k", "delta_next", "interaction", "ci_low",
+            "ci_high"]
+    return (_html_table(top[cols]) + f"<p class='hint'>interaction = delta(k..k+1) − delta(k) − "
+            f"delta(k+1); positive: the pair matters more together than apart. Strongest "
+            f"{len(top)} of {len(df)}; all of them: <code>layerdb query span-interaction -p "
+            f"model={_e(model)}</code></p>")
+
+
+def _swaps(store, model: str) -> str:
+    df = run_query(store, "swap-sensitivity", model=model)
+    df = df[df["step"] == df["step"].max()] if df["step"].notna().any() else df
+    top = df.sort_values("delta", ascending=False).head(8)
+    cols = ["step", "layer", "delta", "delta_ci_low", "delta_ci_high", "q_value"]
+    return (_html_table(top[cols]) + f"<p class='hint'>Layer k+1 run before layer k; largest "
+            f"{len(top)} of {len(df)}; all of them: <code>layerdb query swap-sensitivity -p "
+            f"model={_e(model)}</code></p>")
 
 
 def _summary_cards(store, model: str) -> str:
@@ -161,12 +214,21 @@ def _warnings(store, model: str) -> str:
                      f"<code>{_e(str(fingerprint)[:16])}</code>; their results are not "
                      "independent evidence about training.")
     coverage = run_query(store, "coverage", model=model)
-    gaps = coverage[coverage["missing"].fillna("") != ""]
-    for _, row in gaps.head(MAX_TABLE_ROWS).iterrows():
-        notes.append(f"<b>Incomplete:</b> {_e(row['revision'])} lacks {_e(row['missing'])}.")
+    parts = [[part for part in missing.split("; ") if part]
+             for missing in coverage["missing"].fillna("")]
+    lacking = [(revision, [p for p in mine if not p.startswith("metrics")])
+               for revision, mine in zip(coverage["revision"], parts)]
+    gaps = [(revision, mine) for revision, mine in lacking if mine]
+    for revision, mine in gaps[:MAX_TABLE_ROWS]:
+        notes.append(f"<b>Incomplete:</b> {_e(revision)} lacks {_e('; '.join(mine))}.")
     if len(gaps) > MAX_TABLE_ROWS:
         notes.append(f"… and {len(gaps) - MAX_TABLE_ROWS} more incomplete revisions "
                      "(see <code>layerdb query coverage</code>).")
+    no_metrics = sum(any(p.startswith("metrics") for p in mine) for mine in parts)
+    if no_metrics:
+        notes.append(f"<b>Layer metrics missing</b> at {no_metrics} revision(s) (collected before "
+                     "layerdb stored them?): re-run the same collect to add them; only the clean "
+                     "pass runs.")
     if not notes:
         return '<p class="ok">No duplicate checkpoints; every collected revision is complete.</p>'
     return '<div class="warnings">' + "".join(f"<p>{n}</p>" for n in notes) + "</div>"

@@ -81,3 +81,16 @@ def test_report_renders_in_headless_chromium(report_html, tmp_path):
     assert charts == 5 and drawn == 5, f"{drawn} of {charts} charts drawn"
     fills = set(re.findall(r'fill="([^"]+)"', dom))
     assert len(fills) >= 20, f"only {len(fills)} distinct fill colours: a blank page?"
+
+
+def test_report_sections_for_spans_swaps_and_metrics(deep_store, results_store):
+    page = build_report(deep_store).split("</script>", 1)[1]
+    for heading in ("Contiguous blocks dropped together", "Adjacent layers: together vs apart",
+                    "Adjacent layers swapped, at the latest step",
+                    "Do the cheap layer metrics predict the drop?"):
+        assert heading in page, heading
+    assert "layerdb query span-interaction -p model=acme/deep" in page
+    assert "Strongest 3 of 3" in page and "largest 3 of 3" in page
+    assert page.count('class="chart"') == 2 + 2  # heatmap, layer-loss, span, metric-vs-drop
+    plain = build_report(results_store, ["acme/small"]).split("</script>", 1)[1]
+    assert "Contiguous blocks" not in plain and "cheap layer metrics" not in plain

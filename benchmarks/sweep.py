@@ -3,6 +3,11 @@
     python benchmarks/sweep.py                     # 12 x 256 GPT-NeoX, vocab 2048, 4 x 256 tokens
     python benchmarks/sweep.py --vocab 50304       # Pythia's vocabulary: the unembedding dominates
     python benchmarks/sweep.py --malloc default    # only the default glibc malloc settings
+    python benchmarks/sweep.py --cases spans       # only the --spans 2,4 --swaps case
+
+Two cases, each in the same run: "single" = the single-layer drops (block, attn, mlp of every
+layer), what `layerdb collect` does by default; "spans" = those plus every span of 2 and 4 blocks
+and every adjacent swap (`layerdb collect --spans 2,4 --swaps`).
 
 naive = one full forward per ablation (forward hooks); optimized = the clean pass caches the
 residual entering each layer and each ablated pass starts at its layer (collectors.sweep).  Both
@@ -39,6 +44,9 @@ def parse_args(argv=None):
     p.add_argument("--malloc", choices=("both", "default", "tuned"), default="both")
     p.add_argument("--rounds", type=int, default=1,
                    help="alternate the malloc settings' processes N times; best of all")
+    p.add_argument("--cases", default="single,spans",
+                   help="comma list of: single (block, attn, mlp drops), spans (those plus "
+                        "--spans 2,4 --swaps)")
     p.add_argument("--child", choices=("default", "tuned"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -65,15 +73,28 @@ def measure(args) -> dict:
     family = family_for(config)
     ids = torch.randint(0, args.vocab, (args.sequences, args.seq_len))
     sweep_losses(model, family, ids[:1], SweepOptions(batch_size=1))  # warm up
-    out: dict = {"threads": torch.get_num_threads(), "tuned": tuned}
+    return {case: time_case(model, family, ids, CASES[case], args)
+            for case in args.cases.split(",")}
+
+
+CASES = {"single": {}, "spans": {"spans": (2, 4), "swaps": True}}  # SweepOptions beyond defaults
+
+
+def time_case(model, family, ids, extra: dict, args) -> dict:
+    """Both methods on one case: best seconds, CPU seconds, page faults, passes, max difference."""
+    import torch
+
+    from collectors.sweep import SweepOptions, sweep_losses
+
+    out: dict = {"threads": torch.get_num_threads()}
     losses: dict = {}
     methods = (("naive", False), ("optimized", True))
     for repeat in range(args.repeats):  # interleaved, best of N: fair under a changing machine load
         for name, reuse in methods if repeat % 2 == 0 else methods[::-1]:  # odd: optimized first
+            options = SweepOptions(batch_size=args.batch_size, reuse_prefix=reuse, **extra)
             f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t0, c0 = time.perf_counter(), time.process_time()
-            losses[name] = sweep_losses(model, family, ids,
-                                        SweepOptions(batch_size=args.batch_size, reuse_prefix=reuse))
+            losses[name] = sweep_losses(model, family, ids, options).losses
             seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
             out[f"{name}_cpu"] = min(cpu, out.get(f"{name}_cpu", float("inf")))
             if seconds < out.get(name, float("inf")):
@@ -93,11 +114,11 @@ def main(argv=None) -> None:
     settings = ["default", "tuned"] if args.malloc == "both" else [args.malloc]
     print(f"GPT-NeoX {args.layers} x {args.width}, vocab {args.vocab}, {args.sequences} x "
           f"{args.seq_len} tokens, batch {args.batch_size}, best of {args.repeats} x {args.rounds} rounds")
-    print(f"{'malloc':8} {'passes':>6} {'naive s':>8} {'optim s':>8} {'ratio':>6} "
+    print(f"{'case':7} {'malloc':8} {'passes':>6} {'naive s':>8} {'optim s':>8} {'ratio':>6} "
           f"{'naive cpu s':>11} {'optim cpu s':>11} {'cpu ratio':>9} "
           f"{'faults naive':>13} {'faults optim':>13} {'max diff':>9}")
     here = os.path.dirname(os.path.abspath(__file__))
-    best: dict[str, dict] = {}
+    best: dict[tuple[str, str], dict] = {}
     for _ in range(args.rounds):
         for setting in settings:
             env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
@@ -105,14 +126,14 @@ def main(argv=None) -> None:
             child = subprocess.run([sys.executable, __file__, "--child", setting,
                                     *(argv if argv is not None else sys.argv[1:])],
                                    env=env, capture_output=True, text=True, check=True)
-            r = json.loads(child.stdout.strip().splitlines()[-1])
-            b = best.setdefault(setting, r)
-            for name in ("naive", "optimized"):
-                b[f"{name}_cpu"] = min(b[f"{name}_cpu"], r[f"{name}_cpu"])
-                if r[name] < b[name]:
-                    b[name], b[f"{name}_faults"] = r[name], r[f"{name}_faults"]
-    for setting, r in best.items():
-        print(f"{setting:8} {r['passes']:>6} {r['naive']:>8.2f} {r['optimized']:>8.2f} "
+            for case, r in json.loads(child.stdout.strip().splitlines()[-1]).items():
+                b = best.setdefault((case, setting), r)
+                for name in ("naive", "optimized"):
+                    b[f"{name}_cpu"] = min(b[f"{name}_cpu"], r[f"{name}_cpu"])
+                    if r[name] < b[name]:
+                        b[name], b[f"{name}_faults"] = r[name], r[f"{name}_faults"]
+    for (case, setting), r in best.items():
+        print(f"{case:7} {setting:8} {r['passes']:>6} {r['naive']:>8.2f} {r['optimized']:>8.2f} "
               f"{r['optimized'] / r['naive']:>6.3f} {r['naive_cpu']:>11.2f} "
               f"{r['optimized_cpu']:>11.2f} {r['optimized_cpu'] / r['naive_cpu']:>9.3f} "
               f"{r['naive_faults']:>13,} "

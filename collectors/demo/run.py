@@ -52,12 +52,13 @@ def run_demo(options: DemoOptions, console: Console) -> DemoRun:
     seconds["train"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    console.rule("[bold]2. collecting every checkpoint: baseline + block/attn/mlp of every layer")
+    console.rule("[bold]2. collecting every checkpoint: baseline, block/attn/mlp of every layer, "
+                 "spans of 2 blocks, layer metrics")
     for spec, trained in zip(size.specs, training.models):
         collect(str(options.db_path), trained.repo_id,
                 revisions=trained.revisions + ["main"], data=str(training.heldout_path),
                 tokens=size.eval_tokens, seq_len=spec.seq_len, batch_size=size.batch_size,
-                device="cpu", console=console)
+                spans=size.spans, device="cpu", console=console)
     seconds["collect"] = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -35,6 +35,7 @@ class DemoSize:
     max_docs: int | None  # standard-library files read for the corpus (None: all of them)
     eval_tokens: int  # held-out tokens per checkpoint, cut into sequences of each spec's seq_len
     batch_size: int = 32  # sequences per forward pass when collecting
+    spans: tuple[int, ...] = (2,)  # span drops collected besides the single ones (metrics always)
 
 
 DEMO_VOCAB_SIZE = 2048

@@ -9,6 +9,7 @@ per-sequence deltas and its two-sided p-value (collectors.stats).
 from __future__ import annotations
 
 import datetime as dt
+import math
 import platform
 import uuid
 from dataclasses import dataclass
@@ -16,13 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from layerdb.pvalues import paired_t_pvalue
 from layerdb.revisions import parse_revision
 from layerdb.schema import arrow_rows
 
 from .ablations import BASELINE
 from .eval_tokens import max_context
-from .stats import paired_interval
+from .stats import paired_interval, paired_pvalue
 
 
 @dataclass
@@ -80,7 +80,8 @@ def result_rows(losses: dict, *, model: str, revision: str, eval_set: str, metho
             delta, low, high, p = 0.0, 0.0, 0.0, None
         else:
             delta, low, high = paired_interval(seq - base)
-            p = paired_t_pvalue(seq - base)
+            p = paired_pvalue(seq - base)
+            p = None if math.isnan(p) else p
         rows.append(dict(model=model, revision=revision, step=step, eval_set=eval_set,
                          method=method, component=component, layer=layer, span=span,
                          loss=float(seq.mean()), n_tokens=len(seq) * (seq_len - 1),

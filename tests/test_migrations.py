@@ -7,7 +7,7 @@ import pytest
 
 from layerdb import Store, migrate
 from layerdb.errors import SchemaBehind
-from layerdb.pvalues import paired_t_pvalue
+from layerdb.pvalues import paired_pvalue
 from layerdb.schema import METHODS, TABLES, VIEWS
 
 # DuckDB's information_schema type name for each SQLAlchemy type used in layerdb/schema.py
@@ -120,7 +120,7 @@ def test_upgrading_a_populated_0001_store_keeps_every_row_and_value(tmp_path):
         assert set(added["n_sequences"]) == {2}
         for row in added.itertuples():
             expected = (None if row.component == "none"
-                        else paired_t_pvalue([x - y for x, y in zip(row.a, row.b)]))
+                        else paired_pvalue([x - y for x, y in zip(row.a, row.b)]))
             assert (row.p_value is None or np.isnan(row.p_value)) if expected is None \
                 else row.p_value == pytest.approx(expected, rel=1e-12)
     with Store.open(path) as store:  # and back: 0001 holds the same rows again

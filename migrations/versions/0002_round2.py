@@ -202,7 +202,7 @@ def downgrade() -> None:
 def _backfill_p_values() -> None:
     """Rows written before 0002 carry per-sequence losses: their two-sided paired-t p-value, the
     test whose 95% interval they already store."""
-    from layerdb.pvalues import paired_t_pvalue
+    from layerdb.pvalues import paired_pvalue
 
     rows = op.get_bind().exec_driver_sql("""
         SELECT r.model, r.revision, r.eval_set, r.method, r.component, r.layer, r.span,
@@ -215,7 +215,7 @@ def _backfill_p_values() -> None:
     """).fetchall()
     updates = []
     for *key, ablated, base in rows:
-        p = paired_t_pvalue([a - b for a, b in zip(ablated, base)])
+        p = paired_pvalue([a - b for a, b in zip(ablated, base)])
         if p is not None and math.isfinite(p):
             updates.append((p, *key))
     if updates:

@@ -129,12 +129,12 @@ def load_tokenizer(ref: ModelRef, revision: str):
 def prepare(model: str, *, revisions=(), steps: str | None = None, data: str | None = None,
             tokens: int = DEFAULT_TOKENS, seq_len: int | None = None,
             batch_size: int = DEFAULT_BATCH_SIZE, components=ABLATED_COMPONENTS, spans=(),
-            swaps: bool = False, method: str = "zero", dtype: str = "auto",
-            device: str = "auto") -> Plan:
+            swaps: bool = False, method: str = "zero", precision: float | None = None,
+            dtype: str = "auto", device: str = "auto") -> Plan:
     """Check everything about the request and build the eval tokens, before any sweep work."""
     _quiet_transformers()
     options = SweepOptions(components=tuple(components), spans=tuple(spans), swaps=swaps,
-                           method=method, batch_size=batch_size)
+                           method=method, batch_size=batch_size, precision=precision)
     pick_dtype(dtype, pick_device(device))  # fail now on a bad --dtype / --device
     ref = resolve_model(model)
     planned = plan_revisions(ref, revisions, steps)
@@ -155,7 +155,7 @@ def prepare(model: str, *, revisions=(), steps: str | None = None, data: str | N
 
 
 def run_checkpoint(plan: Plan, revision: str, on_pass=None,
-                   options: SweepOptions | None = None) -> SweepRows:
+                   options: SweepOptions | None = None, on_batch=None) -> SweepRows:
     """Load ``plan.ref@revision``, sweep it on the plan's tokens with ``options`` (default: the
     plan's), free the model.  Device and dtype are resolved here, so a plan prepared on one
     machine runs on another's accelerator."""
@@ -165,7 +165,8 @@ def run_checkpoint(plan: Plan, revision: str, on_pass=None,
     checkpoint = load_checkpoint(plan.ref, revision, pick_dtype(plan.dtype, device), device)
     big = sum(p.numel() for p in checkpoint.model.parameters()) > 10_000_000
     try:
-        return sweep_checkpoint(checkpoint, plan.tokens, options or plan.options, on_pass)
+        return sweep_checkpoint(checkpoint, plan.tokens, options or plan.options, on_pass,
+                                on_batch)
     finally:
         del checkpoint
         if big:  # a full gc costs ~0.3 s: only worth it to free a real model's memory at once
@@ -228,7 +229,7 @@ class LocalExecutor:
                 run.progress.start_checkpoint(revision, plan.n_passes(options))
                 try:
                     rows = run_checkpoint(plan, revision, on_pass=run.progress.advance,
-                                          options=options)
+                                          options=options, on_batch=run.progress.adaptive)
                 except (NonFiniteLoss, CheckpointLoadError) as exc:  # this one fails; go on
                     run.fail(revision, str(exc))
                     continue

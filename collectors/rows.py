@@ -70,18 +70,22 @@ def describe(key) -> str:
     return f"{component} L{layer}" + (f"-{layer + span - 1}" if span > 1 else "")
 
 
-def result_rows(losses: dict, *, model: str, revision: str, eval_set: str, method: str,
+def result_rows(result, *, model: str, revision: str, eval_set: str, method: str,
                 seq_len: int, run_id: str, created_at: dt.datetime) -> pa.Table:
-    base = losses[BASELINE]
+    """A row per key of a SweepResult: fixed budget, the paired t interval and p-value; adaptive,
+    the confidence sequence's interval and anytime p-value on the sequences the row used."""
+    base = result.losses[BASELINE]
     step = parse_revision(revision).step
     rows = []
-    for (component, layer, span), seq in losses.items():
+    for key, seq in result.losses.items():
+        component, layer, span = key
         if component == "none":
             delta, low, high, p = 0.0, 0.0, 0.0, None
+        elif result.adaptive is not None:
+            delta, low, high, p = (_finite(v) for v in result.adaptive[key])
         else:
             delta, low, high = paired_interval(seq - base)
-            p = paired_pvalue(seq - base)
-            p = None if math.isnan(p) else p
+            p = _finite(paired_pvalue(seq - base))
         rows.append(dict(model=model, revision=revision, step=step, eval_set=eval_set,
                          method=method, component=component, layer=layer, span=span,
                          loss=float(seq.mean()), n_tokens=len(seq) * (seq_len - 1),
@@ -89,6 +93,10 @@ def result_rows(losses: dict, *, model: str, revision: str, eval_set: str, metho
                          p_value=p, seq_losses=seq.tolist(), run_id=run_id,
                          created_at=created_at))
     return arrow_rows("results", rows)
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def metric_rows(metrics: dict, *, model: str, revision: str, eval_set: str, run_id: str,
@@ -124,7 +132,7 @@ def eval_set_row(tokens, created_at: dt.datetime) -> pa.Table:
     return arrow_rows("eval_sets", [dict(tokens.row(), created_at=created_at)])
 
 
-def run_row(checkpoint, tokens, options, *, run_id: str, started_at: dt.datetime,
+def run_row(checkpoint, tokens, options, result, *, run_id: str, started_at: dt.datetime,
             finished_at: dt.datetime) -> pa.Table:
     import torch
     import transformers
@@ -134,7 +142,11 @@ def run_row(checkpoint, tokens, options, *, run_id: str, started_at: dt.datetime
     return arrow_rows("runs", [dict(
         run_id=run_id, model=checkpoint.ref.name, revision=checkpoint.revision,
         eval_set=tokens.eval_set, method=options.method, components=",".join(options.components),
-        spans=",".join(map(str, options.spans)) or None, swaps=options.swaps, status="complete", started_at=started_at, finished_at=finished_at,
+        spans=",".join(map(str, options.spans)) or None, swaps=options.swaps,
+        precision=options.precision,
+        order_seed=options.order_seed if options.precision is not None else None,
+        ablated_sequences=sum(len(seq) for key, seq in result.losses.items() if key != BASELINE),
+        status="complete", started_at=started_at, finished_at=finished_at,
         device=str(checkpoint.device), dtype=str(checkpoint.dtype).removeprefix("torch."),
         batch_size=options.batch_size, wall_seconds=(finished_at - started_at).total_seconds(),
         host=platform.node(), layerdb_version=__version__, torch_version=torch.__version__,

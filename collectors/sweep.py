@@ -20,6 +20,7 @@ next-token cross-entropy in float32 over positions 1..T-1, the unembedding appli
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -31,6 +32,7 @@ from layerdb.errors import LayerdbError
 from layerdb.schema import ABLATED_COMPONENTS, METHODS
 
 from .ablations import BASELINE, Key, ablation_keys, kinds, span_kind
+from .adaptive import AdaptiveStop, evaluation_order
 from .clean_pass import CleanPass, LayerMetrics, MeanSums
 from .families import Family
 from .interventions import MeanVectors, intervened
@@ -45,6 +47,8 @@ class SweepOptions:
     metrics: bool = True  # per-layer metrics of the clean pass (no extra forward)
     metric_spans: tuple[int, ...] | None = None  # angular-distance spans; None: ``spans``
     batch_size: int = 8  # sequences per forward pass
+    precision: float | None = None  # adaptive: stop each ablation once decided to EPS nats
+    order_seed: int = 0  # adaptive: seed of the random evaluation order
     reuse_prefix: bool = True  # False: the naive sweep, one full forward per ablation
     logits_chunk: int | None = None  # float32 logits alive at once; None: 2**22 CPU, 2**26 GPU
 
@@ -62,6 +66,8 @@ class SweepOptions:
             raise LayerdbError(f"--batch-size must be at least 1 (got {self.batch_size})")
         if self.method not in METHODS:
             raise LayerdbError(f"unknown --method {self.method!r}: use {' or '.join(METHODS)}")
+        if self.precision is not None and not (self.precision > 0 and math.isfinite(self.precision)):
+            raise LayerdbError(f"--precision must be a positive number of nats (got {self.precision})")
         if self.method == "mean" and self.swaps:
             raise LayerdbError("--swaps reorder layers and have no mean variant: collect them "
                                "with --method zero")
@@ -100,8 +106,9 @@ class SweepOptions:
 
 @dataclass
 class SweepResult:
-    losses: dict[Key, np.ndarray]  # key -> per-sequence mean losses, float64 (n_sequences,)
+    losses: dict[Key, np.ndarray]  # key -> per-sequence losses in evaluation order, float64
     metrics: dict[tuple[str, int, int], float]  # (metric, layer, span) -> mean
+    adaptive: dict[Key, tuple[float, float, float, float]] | None = None  # delta, low, high, p
 
 
 class NonFiniteLoss(LayerdbError):
@@ -109,9 +116,11 @@ class NonFiniteLoss(LayerdbError):
 
 
 def sweep_losses(model, family: Family, ids: torch.Tensor, options: SweepOptions,
-                 on_pass: Callable[[int], None] | None = None) -> SweepResult:
-    """The baseline and every ablation of ``options`` on ``ids`` (N, T); ``on_pass(n_tokens)`` is
-    called after every forward pass."""
+                 on_pass: Callable[[int], None] | None = None,
+                 on_batch: Callable[[int, int, int], None] | None = None) -> SweepResult:
+    """The baseline and every ablation of ``options`` on ``ids`` (N, T).  ``on_pass(n_tokens)``
+    is called after every forward pass; with ``options.precision``, ``on_batch(active, total,
+    tokens_saved, passes_left)`` after every batch."""
     layers = family.layer_list(model)
     keys = [BASELINE] + options.ablations(len(layers))
     parts: dict[Key, list[torch.Tensor]] = {key: [] for key in keys}
@@ -119,25 +128,40 @@ def sweep_losses(model, family: Family, ids: torch.Tensor, options: SweepOptions
     chunk = options.logits_chunk or (2**26 if device.type == "cuda" else 2**22)
     metric_spans = options.spans if options.metric_spans is None else options.metric_spans
     metrics = LayerMetrics(len(layers), metric_spans) if options.metrics else None
-    batches = ids.split(options.batch_size)
+    adaptive = options.precision is not None
+    order = evaluation_order(len(ids), options.order_seed if adaptive else None)
+    stop = AdaptiveStop(len(keys) - 1, len(ids), options.precision) if adaptive else None
+    saved = 0  # ablated-pass tokens an adaptive sweep did not evaluate
     with torch.inference_mode():
-        means = _means(model, family, layers, batches, device, on_pass) \
+        means = _means(model, family, layers, ids.split(options.batch_size), device, on_pass) \
             if options.method == "mean" else None
-        for batch in batches:
-            batch = batch.to(device)  # (B, T)
+        for start in range(0, len(ids), options.batch_size):
+            active = keys[1:] if stop is None else [keys[1 + i] for i in stop.active]
+            if stop is not None and not active:
+                break  # every ablation is decided: the rest of the budget is saved
+            batch = ids[order[start:start + options.batch_size]].to(device)  # (B, T)
             with CleanPass(family, layers, keep_inputs=options.reuse_prefix,
                            metrics=metrics) as clean:
                 hidden = _final_hidden(model, batch)
             parts[BASELINE].append(sequence_losses(model, hidden, batch, chunk))
             _report(on_pass, batch)
             cached = clean.cached if options.reuse_prefix else None
-            for key in keys[1:]:
+            for key in active:
                 with intervened(family, layers, key, means, cached):
                     hidden = _final_hidden(model, batch)
                 parts[key].append(sequence_losses(model, hidden, batch, chunk))
                 _report(on_pass, batch)
+            if stop is not None:  # one host sync per batch: the decisions need the losses
+                stop.update(parts[BASELINE][-1].double().cpu().numpy(),
+                            torch.stack([parts[k][-1] for k in active]).double().cpu().numpy())
+                saved += (len(keys) - 1 - len(active)) * batch.numel()
+                if on_batch is not None:
+                    batches_left = -(-(len(ids) - start - len(batch)) // options.batch_size)
+                    on_batch(len(stop.active), len(keys) - 1, saved,
+                             batches_left * (1 + len(stop.active)) if stop.active.size else 0)
     losses = {key: torch.cat(p).double().cpu().numpy() for key, p in parts.items()}
-    return SweepResult(losses, metrics.values() if metrics is not None else {})
+    stats = {key: stop.row(i) for i, key in enumerate(keys[1:])} if stop is not None else None
+    return SweepResult(losses, metrics.values() if metrics is not None else {}, stats)
 
 
 def n_passes(n_sequences: int, n_layers: int, options: SweepOptions) -> int:
@@ -184,7 +208,8 @@ def _final_hidden(model, ids: torch.Tensor) -> torch.Tensor:
 
 # -- one checkpoint -> rows -------------------------------------------------------------------------
 def sweep_checkpoint(checkpoint, tokens, options: SweepOptions = SweepOptions(),
-                     on_pass: Callable[[int], None] | None = None):
+                     on_pass: Callable[[int], None] | None = None,
+                     on_batch: Callable[[int, int, int], None] | None = None):
     """Sweep a loaded ``Checkpoint`` (collectors.checkpoints) on ``EvalTokens`` that fit it
     (``prepare`` checks that with ``EvalTokens.check_fits``); return SweepRows.
     Raises NonFiniteLoss (nothing to store) when any pass gives NaN or infinite losses."""
@@ -195,7 +220,7 @@ def sweep_checkpoint(checkpoint, tokens, options: SweepOptions = SweepOptions(),
     options.check_fits(n_layers, checkpoint.ref.name)
     started, run_id = now(), new_run_id()
     result = sweep_losses(checkpoint.model, checkpoint.family, torch.from_numpy(tokens.ids),
-                          options, on_pass)
+                          options, on_pass, on_batch)
     bad = find_non_finite(result.losses)
     if bad:
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
@@ -208,9 +233,8 @@ def sweep_checkpoint(checkpoint, tokens, options: SweepOptions = SweepOptions(),
         models=model_row(checkpoint, n_layers, finished),
         checkpoints=checkpoint_row(checkpoint, finished),
         eval_sets=eval_set_row(tokens, finished),
-        runs=run_row(checkpoint, tokens, options, run_id=run_id, started_at=started,
+        runs=run_row(checkpoint, tokens, options, result, run_id=run_id, started_at=started,
                      finished_at=finished),
-        results=result_rows(result.losses, method=options.method, seq_len=tokens.seq_len,
-                            **where),
+        results=result_rows(result, method=options.method, seq_len=tokens.seq_len, **where),
         layer_metrics=metric_rows(result.metrics, **where),
     )

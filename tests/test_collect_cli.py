@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -100,6 +101,25 @@ def test_more_kinds_add_only_the_missing_rows(tmp_path, neox):
     assert [(s["method"], s["result_rows"], s["complete"], s["missing"]) for s in status] == [
         ("mean", ROWS + 2, "block,attn,mlp,span2,metrics", ""),
         ("zero", ROWS + 5, "block,attn,mlp,span2,span3,swap,metrics", "")]
+
+
+def test_adaptive_rows_pair_with_the_baseline_on_the_same_sequences(tmp_path, tiny_hub):
+    db = str(tmp_path / "s.duckdb")
+    result = collect(db, tiny_hub.repo("gpt-neox"), "-r", "step1", "--data", str(tiny_hub.txt),
+                     "--tokens", "1280", "--seq-len", "20", "--batch-size", "8",
+                     "--precision", "0.5")
+    assert result.exit_code == 0, result.stderr
+    view = sql(db, "SELECT a.delta, a.baseline_loss, a.loss, a.n_sequences, a.p_value, a.q_value,"
+                   " r.delta AS stored FROM ablations a JOIN results r USING "
+                   "(model, revision, eval_set, method, component, layer, span)")
+    base = sql(db, "SELECT seq_losses FROM results WHERE component = 'none'").seq_losses[0]
+    assert len(base) == view.n_sequences.max() and view.n_sequences.min() >= 32
+    for row in view.itertuples():
+        assert row.baseline_loss == pytest.approx(np.mean(base[:row.n_sequences]), abs=1e-12)
+        assert row.delta == row.stored == pytest.approx(row.loss - row.baseline_loss, abs=1e-9)
+        assert row.q_value >= row.p_value
+    run = sql(db, "SELECT precision, order_seed, ablated_sequences FROM runs").iloc[0].tolist()
+    assert run == [0.5, 0, int(view.n_sequences.sum())]
 
 
 def test_a_checkpoint_failing_mid_sweep_leaves_no_rows_and_is_redone(tmp_path, neox, monkeypatch):
@@ -245,6 +265,9 @@ BAD = {
     "swaps on one layer": (["{one}", "--swaps"], "--swaps needs two layers or more"),
     "unknown method": (["{neox}", "--method", "median"], "unknown --method 'median': use zero or mean"),
     "mean swaps": (["{neox}", "--swaps", "--method", "mean"], "no mean variant"),
+    "precision 0": (["{neox}", "--precision", "0"], "--precision must be a positive number"),
+    "negative precision": (["{neox}", "--precision", "-0.01"], "--precision must be a positive"),
+    "precision as text": (["{neox}", "--precision", "fine"], "--precision takes a number of nats"),
     "folder without tokenizer": (["{notok}"], "has no tokenizer"),
 }
 

@@ -181,3 +181,31 @@ def test_bad_options():
     with pytest.raises(LayerdbError, match="--swaps needs two layers or more; m has 1"):
         SweepOptions(swaps=True).check_fits(1, "m")
     assert math.isfinite(t_quantile(0.975, 2))
+
+
+def test_adaptive_agrees_with_fixed_within_each_interval(tiny_hub):
+    """--precision: the same checkpoint, fixed budget vs adaptive; every fixed delta lies in the
+    adaptive row's interval, rows used fewer sequences, and deltas pair with the same sequences."""
+    checkpoint = _load(tiny_hub, "gpt-neox", "step1")
+    ids = torch.randint(2, 64, (96, 24), generator=torch.Generator().manual_seed(5))
+    tokens = EvalTokens(ids.numpy(), eval_set_id(ids.numpy()), 0, "t", "t")
+    fixed = sweep_checkpoint(checkpoint, tokens, SweepOptions(batch_size=8)).results.to_pandas()
+    options = SweepOptions(batch_size=8, precision=0.05, order_seed=3)
+    adaptive = sweep_checkpoint(checkpoint, tokens, options).results.to_pandas()
+    key = ["component", "layer", "span"]
+    both = fixed.merge(adaptive, on=key, suffixes=("_f", "_a"))
+    ablated = both[both.component != "none"]
+    assert len(ablated) == 9
+    assert ((ablated.delta_ci_low_a <= ablated.delta_f) & (ablated.delta_f <= ablated.delta_ci_high_a)).all()
+    assert (ablated.n_sequences_a >= 32).all() and (ablated.n_sequences_a < 96).any()
+    base = np.array(adaptive[adaptive.component == "none"].seq_losses.iloc[0])
+    order = np.random.default_rng(3).permutation(96)
+    full_base = np.array(fixed[fixed.component == "none"].seq_losses.iloc[0])
+    assert np.allclose(base, full_base[order][:len(base)], atol=1e-6)  # the seeded order
+    for row in ablated.itertuples():
+        n = row.n_sequences_a
+        assert row.delta_a == pytest.approx(np.mean(row.seq_losses_a) - base[:n].mean(), abs=1e-9)
+        assert row.n_tokens_a == n * 23 and 0 < row.p_value_a <= 1
+    run = sweep_checkpoint(checkpoint, tokens, options).runs.to_pylist()[0]
+    assert (run["precision"], run["order_seed"]) == (0.05, 3)
+    assert run["ablated_sequences"] == int(ablated.n_sequences_a.sum())

@@ -6,6 +6,8 @@ command only, so ``import layerdb.cli`` stays torch-free.
 """
 from __future__ import annotations
 
+import math
+
 import click
 
 from collectors.families import supported
@@ -29,6 +31,18 @@ def _parse_spans(ctx, param, value: str | None) -> tuple[int, ...]:
     if not spans or min(spans) < 1:
         raise LayerdbError(f"--spans must be lengths of at least 1 (got {value})")
     return spans
+
+
+def _parse_precision(ctx, param, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        eps = float(value)
+    except ValueError:
+        raise LayerdbError(f"--precision takes a number of nats, not {value!r}") from None
+    if not (eps > 0 and math.isfinite(eps)):
+        raise LayerdbError(f"--precision must be a positive number of nats (got {value})")
+    return eps
 
 
 @click.command("collect")
@@ -66,6 +80,11 @@ def _parse_spans(ctx, param, value: str | None) -> tuple[int, ...]:
               help="zero: the ablated term is removed (a dropped block passes its input on); "
                    "mean: it is replaced by its mean over every position of every evaluation "
                    "sequence of the clean model (a block: its mean update).")
+@click.option("--precision", metavar="EPS", callback=_parse_precision,
+              help="Adaptive evaluation: sequences run in a seeded random order and each "
+                   "ablation stops once its anytime-valid 95% interval is narrower than EPS nats "
+                   "or excludes zero by more than EPS. Default: every ablation gets the full "
+                   "--tokens budget.")
 @click.option("--dtype", default="auto", show_default=True, metavar="|".join(DTYPES),
               help="Weights dtype; auto = bfloat16 on GPU, float32 on CPU. The loss is always float32.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:i]",
@@ -90,7 +109,8 @@ def _parse_spans(ctx, param, value: str | None) -> tuple[int, ...]:
 @click.pass_context
 def collect(ctx, model: str, revisions: tuple[str, ...], steps: str | None, data: str | None,
             tokens: int, seq_len: int | None, batch_size: int, components: str,
-            spans: tuple[int, ...], swaps: bool, method: str, dtype: str, device: str,
+            spans: tuple[int, ...], swaps: bool, method: str, precision: float | None,
+            dtype: str, device: str,
             evict: bool, executor: str, ray_address: str | None, cpus_per_task: int | None,
             max_retries: int | None) -> None:
     """Sweep MODEL's checkpoints: the loss with nothing ablated and with each layer's block,
@@ -135,7 +155,8 @@ def collect(ctx, model: str, revisions: tuple[str, ...], steps: str | None, data
     report = run_collect(db_path(ctx), model, executor=chosen, revisions=revisions, steps=steps,
                          data=data, tokens=tokens, seq_len=seq_len, batch_size=batch_size,
                          components=tuple(names), spans=spans, swaps=swaps, method=method,
-                         dtype=dtype, device=device, evict=evict, console=console_err)
+                         precision=precision, dtype=dtype, device=device, evict=evict,
+                         console=console_err)
     console.print(
         f"{report.model}: {len(report.written)} checkpoint(s) collected, {len(report.skipped)} "
         f"already complete, eval set {report.eval_set}", highlight=False)

@@ -116,7 +116,8 @@ def _model_section(store, model: str, specs: list[dict]) -> str:
              "through training.</p>",
              _chart(lambda: charts.layer_loss_chart(store, model=model), specs),
              "<h3>Most important layers at the latest step</h3>", _top_layers(store, model),
-             "<h3>Ablations that lower the loss significantly</h3>", _lowers(store, model),
+             "<h3>Ablations that lower the loss significantly</h3>", _fdr_note(store, model),
+             _lowers(store, model),
              _beyond_single_drops(store, model, specs),
              "</section>"]
     return "".join(parts)
@@ -232,6 +233,26 @@ def _warnings(store, model: str) -> str:
     if not notes:
         return '<p class="ok">No duplicate checkpoints; every collected revision is complete.</p>'
     return '<div class="warnings">' + "".join(f"<p>{n}</p>" for n in notes) + "</div>"
+
+
+FDR = 0.05  # the false-discovery rate the report calls significant at (the queries' default)
+TESTS_SQL = """
+SELECT eval_set, method, max(n_tests) AS n_tests FROM ablations
+WHERE model = :model GROUP BY ALL ORDER BY eval_set, method
+"""
+
+
+def _fdr_note(store, model: str) -> str:
+    """How significance is decided, and over how many tests the correction runs."""
+    studies = store.sql(TESTS_SQL, model=model)
+    counts = "; ".join(f"{int(n):,} ablations with p-values on eval set {_e(e[:10])} ({_e(m)})"
+                       for e, m, n in studies.itertuples(index=False) if n)
+    if not counts:
+        return ("<p class='hint'>No p-values stored (results from before layerdb 0.2 without "
+                "per-sequence losses): significance falls back to the per-ablation 95% "
+                "interval, uncorrected.</p>")
+    return (f"<p class='hint'>Significant: Benjamini-Hochberg q ≤ {FDR} (false-discovery rate "
+            f"{FDR:.0%}), corrected for every test of the study: {counts}.</p>")
 
 
 def _top_layers(store, model: str) -> str:

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from layerdb import LayerdbError
+from layerdb.fdr import bh_qvalues
 from layerdb.cli import main
 from layerdb.named_queries import _walk, get_query, list_queries, parse_query, run_query
 
@@ -57,6 +58,14 @@ def test_lowers_loss(results_store):
     ]
     significant = run_query(results_store, "lowers-loss", significant_only="true")
     assert rows(significant, ["model", "step", "component", "layer"]) == [(S, 4, "attn", 1)]
+    # q: Benjamini-Hochberg over acme/small's 48 ablations (4 steps x 3 components x 4 layers)
+    p = run_query(results_store, "lowers-loss", model=S)[["p_value", "q_value", "n_tests"]].iloc[0]
+    every = results_store.sql("SELECT p_value FROM results WHERE model = :m AND component <> 'none'",
+                              m=S)["p_value"].to_numpy()
+    ranked = {v: q for v, q in zip(every, bh_qvalues(every))}
+    assert (p.n_tests, p.q_value) == (48, pytest.approx(ranked[p.p_value], rel=1e-12))
+    lenient = run_query(results_store, "lowers-loss", significant_only="true", fdr="")
+    assert rows(lenient, ["model", "step"]) == [(S, 4)]  # the interval, uncorrected, agrees here
     assert run_query(results_store, "lowers-loss", model=L, component="attn").empty
 
 
@@ -215,7 +224,7 @@ def test_cli_queries_and_query(results_db):
     result = runner.invoke(main, ["--db", results_db, "query", "lowers-loss",
                                   "-p", "significant_only=true", "--format", "csv"])
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[1].startswith("acme/small,step4,4,es-small,attn,1,")
+    assert result.output.splitlines()[1].startswith("acme/small,step4,4,es-small,zero,attn,1,1,")
     assert len(result.output.splitlines()) == 2
 
 
@@ -281,7 +290,10 @@ def test_swap_sensitivity_and_the_views_q_values(deep_store):
     q = bh_qvalues(np.array(p))
     assert rows(df, ["model", "revision", "layer", "depth", "delta", "significant", "p_value",
                      "q_value"]) == [
-        (DEEP, f"step{i}", k, round(k / 3, 12), DEEP_SWAP[k] * i, DEEP_SWAP[k] * i > 0.0625,
+        (DEEP, f"step{i}", k, round(k / 3, 12), DEEP_SWAP[k] * i, bool(q[3 * (i - 1) + k] <= 0.05),
          DEEP_SWAP_P[i][k], round(float(q[3 * (i - 1) + k]), 12))
         for i in (1, 2) for k in range(3)]
+    assert sum(df["significant"]) == 3  # of 4 with p <= 0.05, 3 survive the correction
+    uncorrected = run_query(deep_store, "swap-sensitivity", fdr="")  # the intervals
+    assert uncorrected["significant"].tolist() == [d > 0.0625 for d in uncorrected["delta"]]
     assert len(run_query(deep_store, "swap-sensitivity", step=1)) == 3

@@ -33,7 +33,9 @@ def test_report_content(report_html):
                      "stdlib-small", "layerdb 0.1.0, torch 2.13.0, transformers 5.0.0",
                      "<b>Same weights:</b> step2, step4",
                      "<b>Incomplete:</b> step4 lacks mlp layers 5.",
-                     "<b>Incomplete:</b> step8 lacks everything (no results)."):
+                     "<b>Incomplete:</b> step8 lacks everything (no results).",
+                     "Benjamini-Hochberg q ≤ 0.05 (false-discovery rate 5%), corrected for every "
+                     "test of the study: 48 ablations with p-values on eval set es-small (zero)"):
         assert expected in page, expected
     # acme/small's significant lowers-loss case is listed, acme/large's insignificant one is not
     assert re.search(r"<td[^>]*>step4</td><td[^>]*>4</td><td[^>]*>attn</td><td[^>]*>1</td>", page)

@@ -23,6 +23,7 @@ from layerdb.revisions import PYTHIA_STEPS, parse_revision, select_steps
 
 from .families import Family, family_for
 from .hub_cache import repo_cache_dir
+from .placement import Placement, input_device
 
 LOCAL_REVISION = "local"  # the revision stored for a local checkpoint folder
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -150,14 +151,17 @@ def commit_hash(ref: ModelRef, revision: str) -> str | None:
         return None
 
 
-def load_checkpoint(ref: ModelRef, revision: str, dtype, device) -> Checkpoint:
-    """Load ``ref@revision`` in ``dtype`` on ``device``, in eval mode, fingerprinted."""
+def load_checkpoint(ref: ModelRef, revision: str, dtype, device,
+                    placement: Placement = Placement()) -> Checkpoint:
+    """Load ``ref@revision`` in ``dtype`` on ``device`` (or spread by ``placement``'s device map),
+    in eval mode, with PyTorch's scaled-dot-product attention, fingerprinted."""
     import torch
     from transformers import AutoModelForCausalLM
 
     config = load_config(ref, revision)
     family = family_for(config)
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": "sdpa",
+                              **placement.load_kwargs()}
     if not ref.local:
         kwargs["revision"] = revision
     try:
@@ -167,17 +171,22 @@ def load_checkpoint(ref: ModelRef, revision: str, dtype, device) -> Checkpoint:
     model.eval()
     model.requires_grad_(False)
     fingerprint = weights_fingerprint(model)
-    model.to(torch.device(device))
+    if placement.device_map is None:
+        model.to(torch.device(device))
     return Checkpoint(ref, revision, model, family, fingerprint, commit_hash(ref, revision),
-                      dtype, torch.device(device))
+                      dtype, input_device(model))
 
 
-def weights_fingerprint(model) -> str:
-    """sha256 over every parameter and buffer: name, dtype, shape and raw bytes (24 hex chars)."""
+def weights_fingerprint(model) -> str | None:
+    """sha256 over every parameter and buffer: name, dtype, shape and raw bytes (24 hex chars);
+    None when a device map offloaded weights to disk (their bytes are not in memory)."""
     import torch
 
     h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    state = model.state_dict()
+    if any(t.device.type == "meta" for t in state.values()):
+        return None
+    for name, tensor in sorted(state.items()):
         t = tensor.detach().to("cpu").contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)};".encode())
         if t.numel():

@@ -96,12 +96,13 @@ class LayerMetrics:
         self._count = 0  # positions per (metric, layer, span), the same for all
 
     def add_ratio(self, metric: str, k: int, term: torch.Tensor, h: torch.Tensor) -> None:
-        ratio = term.double().norm(dim=-1) / h.double().norm(dim=-1).clamp_min(1e-30)
+        norm_h = h.to(term.device).double().norm(dim=-1)
+        ratio = term.double().norm(dim=-1) / norm_h.clamp_min(1e-30)
         self._add((metric, k, 1), ratio)
 
     def add_residuals(self, h: list) -> None:
         """Per batch, once the pass is done: h[0..L]."""
-        hs = [x.double() for x in h]
+        hs = [x.to(h[0].device, torch.float64) for x in h]  # a device map may spread them
         for k in range(self.n_layers):
             cos_next = F.cosine_similarity(hs[k], hs[k + 1], dim=-1)  # (B, T)
             self._add(("block_influence", k, 1), 1 - cos_next)
@@ -118,7 +119,8 @@ class LayerMetrics:
         assert self._count, "no clean pass was recorded"
         order = {m: i for i, m in enumerate(METRICS)}
         keys = sorted(self._sums, key=lambda key: (order[key[0]], key[2], key[1]))
-        totals = torch.stack([self._sums[key] for key in keys]).cpu().tolist()  # one sync
+        first = self._sums[keys[0]].device
+        totals = torch.stack([self._sums[key].to(first) for key in keys]).cpu().tolist()
         return {key: total / self._count for key, total in zip(keys, totals)}
 
     def _add(self, key: tuple[str, int, int], values: torch.Tensor) -> None:
@@ -139,7 +141,7 @@ class MeanSums:
 
     def add_updates(self, h: list) -> None:
         for k in range(self.n_layers):
-            self._add(("block", k), h[k + 1] - h[k])
+            self._add(("block", k), h[k + 1].to(h[k].device) - h[k])
         self._count += h[0].shape[0] * h[0].shape[1]
 
     def vectors(self) -> MeanVectors:

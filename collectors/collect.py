@@ -31,6 +31,7 @@ from .checkpoints import (CheckpointLoadError, ModelRef, load_checkpoint, load_c
 from .cpu_malloc import tune_glibc_malloc
 from .eval_tokens import EvalTokens, build_eval_tokens, max_context, read_documents
 from .families import family_for
+from .placement import Placement, parse_max_memory
 from .hub import Prefetcher, evict_revision
 from .progress import SweepProgress
 from .rows import SweepRows
@@ -52,6 +53,7 @@ class Plan:
     dtype: str  # auto | float32 | bfloat16 | float16, resolved where the sweep runs
     device: str  # auto | cpu | cuda[:i], resolved where the sweep runs
     n_layers: int
+    placement: Placement = Placement()  # one device, or accelerate's device map
 
     def n_passes(self, options: SweepOptions) -> int:
         """Forward passes of one checkpoint swept with ``options``."""
@@ -130,9 +132,15 @@ def prepare(model: str, *, revisions=(), steps: str | None = None, data: str | N
             tokens: int = DEFAULT_TOKENS, seq_len: int | None = None,
             batch_size: int = DEFAULT_BATCH_SIZE, components=ABLATED_COMPONENTS, spans=(),
             swaps: bool = False, method: str = "zero", precision: float | None = None,
-            dtype: str = "auto", device: str = "auto") -> Plan:
+            dtype: str = "auto", device: str = "auto", device_map: str | None = None,
+            max_memory: str | dict | None = None, offload_folder: str | None = None) -> Plan:
     """Check everything about the request and build the eval tokens, before any sweep work."""
     _quiet_transformers()
+    if isinstance(max_memory, str):
+        max_memory = parse_max_memory(max_memory)
+    placement = Placement(device_map, max_memory, offload_folder)
+    if device_map is not None and device != "auto":
+        raise LayerdbError("--device-map places the model itself: leave --device at auto")
     options = SweepOptions(components=tuple(components), spans=tuple(spans), swaps=swaps,
                            method=method, batch_size=batch_size, precision=precision)
     pick_dtype(dtype, pick_device(device))  # fail now on a bad --dtype / --device
@@ -151,7 +159,8 @@ def prepare(model: str, *, revisions=(), steps: str | None = None, data: str | N
                                     source=source, tokenizer_name=ref.name)
     for revision, config in configs.items():
         eval_tokens.check_fits(config, f"{ref.name}@{revision}")
-    return Plan(ref, planned, eval_tokens, options, dtype, device, first.num_hidden_layers)
+    return Plan(ref, planned, eval_tokens, options, dtype, device, first.num_hidden_layers,
+                placement)
 
 
 def run_checkpoint(plan: Plan, revision: str, on_pass=None,
@@ -162,7 +171,8 @@ def run_checkpoint(plan: Plan, revision: str, on_pass=None,
     device = pick_device(plan.device)
     if device == "cpu":
         tune_glibc_malloc()  # activations stay mapped between passes (collectors.cpu_malloc)
-    checkpoint = load_checkpoint(plan.ref, revision, pick_dtype(plan.dtype, device), device)
+    checkpoint = load_checkpoint(plan.ref, revision, pick_dtype(plan.dtype, device), device,
+                                 plan.placement)
     big = sum(p.numel() for p in checkpoint.model.parameters()) > 10_000_000
     try:
         return sweep_checkpoint(checkpoint, plan.tokens, options or plan.options, on_pass,

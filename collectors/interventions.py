@@ -58,7 +58,7 @@ def intervened(family: Family, layers, key: Key, means: MeanVectors | None = Non
         else:  # the span's output: its input, plus the mean updates of its blocks
             h_start = cached[k]
             for j in block if means is not None else ():
-                h_start = h_start + means.of("block", j).to(h_start.dtype)
+                h_start = h_start + means.of("block", j).to(h_start.device, h_start.dtype)
     else:
         module = module_of(family, layers[k], component)
         as_tuple = family.output_of(component) == TUPLE
@@ -149,7 +149,7 @@ def _returns_input(as_tuple: bool, mean_update: torch.Tensor | None):
     def hook(module, args, kwargs, output):
         h = hidden_arg(args, kwargs)
         if mean_update is not None:
-            h = h + mean_update.to(h.dtype)
+            h = h + mean_update.to(h.device, h.dtype)
         return (h,) + tuple(output[1:]) if as_tuple else h
     return hook
 
@@ -167,4 +167,4 @@ def _filled_like(like: torch.Tensor, value: torch.Tensor | None) -> torch.Tensor
     """A fresh (B, T, d) tensor: zeros, or ``value`` (d,) at every position; never a view."""
     if value is None:
         return torch.zeros_like(like)
-    return value.to(like.dtype).expand(like.shape).clone()
+    return value.to(like.device, like.dtype).expand(like.shape).clone()

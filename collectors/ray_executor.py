@@ -119,6 +119,9 @@ class RayExecutor:
                                f"(got {self.max_retries})")
         if self.cpus_per_task < 1:
             raise LayerdbError(f"--cpus-per-task must be at least 1 (got {self.cpus_per_task})")
+        if request.get("device_map"):
+            raise LayerdbError("--device-map: a Ray task holds one GPU; spread a model over "
+                               "several devices with the local executor")
         self.device = request.get("device", "auto")
         task_resources(self.device, 1, self.cpus_per_task)  # a bad --device fails now
         # the driver may have no GPU: the tasks resolve the device where they run

@@ -36,6 +36,7 @@ from .adaptive import AdaptiveStop, evaluation_order
 from .clean_pass import CleanPass, LayerMetrics, MeanSums
 from .families import Family
 from .interventions import MeanVectors, intervened
+from .placement import input_device
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class SweepOptions:
     precision: float | None = None  # adaptive: stop each ablation once decided to EPS nats
     order_seed: int = 0  # adaptive: seed of the random evaluation order
     reuse_prefix: bool = True  # False: the naive sweep, one full forward per ablation
-    logits_chunk: int | None = None  # float32 logits alive at once; None: 2**22 CPU, 2**26 GPU
+    logits_chunk: int | None = None  # float32 logits alive at once; None: from free memory
 
     def __post_init__(self):
         unknown = [c for c in self.components if c not in ABLATED_COMPONENTS]
@@ -124,8 +125,8 @@ def sweep_losses(model, family: Family, ids: torch.Tensor, options: SweepOptions
     layers = family.layer_list(model)
     keys = [BASELINE] + options.ablations(len(layers))
     parts: dict[Key, list[torch.Tensor]] = {key: [] for key in keys}
-    device = next(model.parameters()).device
-    chunk = options.logits_chunk or (2**26 if device.type == "cuda" else 2**22)
+    device = input_device(model)
+    chunk = options.logits_chunk or logits_chunk(model)
     metric_spans = options.spans if options.metric_spans is None else options.metric_spans
     metrics = LayerMetrics(len(layers), metric_spans) if options.metrics else None
     adaptive = options.precision is not None
@@ -159,7 +160,7 @@ def sweep_losses(model, family: Family, ids: torch.Tensor, options: SweepOptions
                     batches_left = -(-(len(ids) - start - len(batch)) // options.batch_size)
                     on_batch(len(stop.active), len(keys) - 1, saved,
                              batches_left * (1 + len(stop.active)) if stop.active.size else 0)
-    losses = {key: torch.cat(p).double().cpu().numpy() for key, p in parts.items()}
+    losses = _to_host({key: torch.cat(p) for key, p in parts.items()})
     stats = {key: stop.row(i) for i, key in enumerate(keys[1:])} if stop is not None else None
     return SweepResult(losses, metrics.values() if metrics is not None else {}, stats)
 
@@ -172,17 +173,30 @@ def n_passes(n_sequences: int, n_layers: int, options: SweepOptions) -> int:
 
 
 def sequence_losses(model, hidden: torch.Tensor, ids: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Mean next-token CE per sequence, float32: hidden (B, T, d), ids (B, T) -> (B,)."""
+    """Mean next-token CE per sequence, float32: hidden (B, T, d), ids (B, T) -> (B,), on the
+    unembedding's device; no host sync."""
     B, T, d = hidden.shape
     lm_head = model.get_output_embeddings()
     h = hidden[:, :-1].reshape(-1, d)  # (B*(T-1), d) predicts ...
     targets = ids[:, 1:].reshape(-1)  # (B*(T-1),)
-    step = max(1, chunk // lm_head.weight.shape[0])
-    losses = torch.empty(targets.numel(), dtype=torch.float32, device=hidden.device)
+    step = max(1, chunk // model.config.vocab_size)
+    parts = []
     for s in range(0, targets.numel(), step):
         logits = lm_head(h[s:s + step]).float()  # (step, V), upcast before the softmax
-        losses[s:s + step] = F.cross_entropy(logits, targets[s:s + step], reduction="none")
-    return losses.view(B, T - 1).mean(dim=1)
+        parts.append(F.cross_entropy(logits, targets[s:s + step].to(logits.device),
+                                     reduction="none"))
+    return torch.cat(parts).view(B, T - 1).mean(dim=1)
+
+
+def logits_chunk(model) -> int:
+    """How many float32 logits to have alive at once: on a GPU, a sixteenth of its free memory
+    (the logits, their softmax and its gradient-free temporaries fit several times over); on the
+    CPU, 2**22 (16 MiB), where bigger chunks bought nothing (tests/test_sweep.py)."""
+    device = model.get_output_embeddings().weight.device
+    if device.type != "cuda":
+        return 2**22
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(min(max(free // 16 // 4, 2**22), 2**30))
 
 
 def _means(model, family: Family, layers, batches, device, on_pass) -> MeanVectors:
@@ -194,6 +208,13 @@ def _means(model, family: Family, layers, batches, device, on_pass) -> MeanVecto
             _final_hidden(model, batch)
         _report(on_pass, batch)
     return sums.vectors()
+
+
+def _to_host(losses: dict[Key, torch.Tensor]) -> dict[Key, np.ndarray]:
+    """Every key's per-sequence losses to the host at once: one copy, one sync per checkpoint."""
+    sizes = [len(t) for t in losses.values()]
+    flat = torch.cat([t.to(torch.float64) for t in losses.values()]).cpu().numpy()
+    return dict(zip(losses, np.split(flat, np.cumsum(sizes)[:-1])))
 
 
 def _report(on_pass, batch: torch.Tensor) -> None:

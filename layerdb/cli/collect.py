@@ -11,6 +11,7 @@ import math
 import click
 
 from collectors.families import supported
+from collectors.placement import DEVICE_MAPS
 from collectors.settings import (DEFAULT_BATCH_SIZE, DEFAULT_CPUS_PER_TASK, DEFAULT_DATA,
                                  DEFAULT_MAX_RETRIES, DEFAULT_SEQ_LEN, DEFAULT_TOKENS, DTYPES,
                                  MAX_RETRIES_LIMIT)
@@ -89,6 +90,14 @@ def _parse_precision(ctx, param, value: str | None) -> float | None:
               help="Weights dtype; auto = bfloat16 on GPU, float32 on CPU. The loss is always float32.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:i]",
               help="Where to run; auto = the first GPU if there is one.")
+@click.option("--device-map", type=click.Choice(DEVICE_MAPS), default=None,
+              help="Spread each checkpoint over several devices (GPUs, then CPU, then disk) with "
+                   "accelerate's device maps, for models larger than one device.")
+@click.option("--max-memory", metavar="DEV=SIZE,...",
+              help="With --device-map: the most each device may hold, e.g. 0=70GiB,cpu=200GiB "
+                   "(accelerate's max_memory).")
+@click.option("--offload-folder", type=click.Path(file_okay=False), default=None,
+              help="With --device-map: where weights offloaded to disk go.")
 @click.option("--evict", is_flag=True,
               help="Delete each finished revision's files from the HF cache (a full Pythia-2.8B "
                    "sweep is ~860 GB).")
@@ -110,7 +119,8 @@ def _parse_precision(ctx, param, value: str | None) -> float | None:
 def collect(ctx, model: str, revisions: tuple[str, ...], steps: str | None, data: str | None,
             tokens: int, seq_len: int | None, batch_size: int, components: str,
             spans: tuple[int, ...], swaps: bool, method: str, precision: float | None,
-            dtype: str, device: str,
+            dtype: str, device: str, device_map: str | None, max_memory: str | None,
+            offload_folder: str | None,
             evict: bool, executor: str, ray_address: str | None, cpus_per_task: int | None,
             max_retries: int | None) -> None:
     """Sweep MODEL's checkpoints: the loss with nothing ablated and with each layer's block,
@@ -155,8 +165,9 @@ def collect(ctx, model: str, revisions: tuple[str, ...], steps: str | None, data
     report = run_collect(db_path(ctx), model, executor=chosen, revisions=revisions, steps=steps,
                          data=data, tokens=tokens, seq_len=seq_len, batch_size=batch_size,
                          components=tuple(names), spans=spans, swaps=swaps, method=method,
-                         precision=precision, dtype=dtype, device=device, evict=evict,
-                         console=console_err)
+                         precision=precision, dtype=dtype, device=device,
+                         device_map=device_map, max_memory=max_memory,
+                         offload_folder=offload_folder, evict=evict, console=console_err)
     console.print(
         f"{report.model}: {len(report.written)} checkpoint(s) collected, {len(report.skipped)} "
         f"already complete, eval set {report.eval_set}", highlight=False)

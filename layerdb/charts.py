@@ -38,6 +38,7 @@ BASELINE_COLOR, ABLATED_COLOR = "#4b5563", "#c2410c"
 STEP_TICKS = [0, 1, 10, 100, 1_000, 10_000, 100_000, 1_000_000]
 PANEL_WIDTH = 250
 SLIDER_EVENTS = "pointerdown, pointermove[event.buttons > 0]"  # click, or press and drag
+SLIDER_LABELS = 12  # at most about this many step labels under the slider
 STEP_LABEL = ("datum.value >= 1000 ? format(datum.value / 1000, ',~r') + 'k' "
               ": format(datum.value, ',~r')")
 
@@ -162,9 +163,9 @@ def layer_loss_chart(store, model: str | None = None, eval_set: str | None = Non
     panel = alt.layer(*layers).properties(width=PANEL_WIDTH, height=200)
     chart = panel.facet(data=df, column=_component_facet(alt)).resolve_scale(y="independent")
     if slider:
-        n_panels = df["component"].nunique()
-        chart = alt.vconcat(_step_slider(alt, frames, picker, n_panels * (PANEL_WIDTH + 20) - 20),
-                            chart, spacing=6)
+        n_panels = df["component"].nunique()  # ~60 px between panels: spacing and a y axis
+        chart = alt.vconcat(_step_slider(alt, frames, picker, n_panels * (PANEL_WIDTH + 60) - 60),
+                            chart, spacing=14)
     subtitle = ("dashed: no ablation; solid: the layer dropped; band: 95% interval"
                 + ("" if slider else f"; {frames.frame_label[start]}"))
     return _style(chart.properties(title=alt.Title(
@@ -175,7 +176,12 @@ def _step_slider(alt, frames: pd.DataFrame, picker, width: int):
     """The checkpoint slider: one dot per checkpoint, evenly spaced, the axis labelled by step
     and the picked one read out above its dot (``step 1,000``); click or drag to pick."""
     n = len(frames)
-    ticks = sorted({int(round(t)) for t in np.linspace(0, n - 1, min(n, 10))})
+    every = math.ceil(n / SLIDER_LABELS)
+    ticks = list(range(0, n, every))
+    if n - 1 - ticks[-1] <= every / 2:  # the last checkpoint is labelled, its neighbour makes room
+        ticks[-1] = n - 1
+    else:
+        ticks.append(n - 1)
     short = [_short_step(s, r) for s, r in zip(frames["step"], frames["revision"])]
     x = alt.X("frame:Q", title=None,
               scale=alt.Scale(domain=[-0.5, n - 0.5], nice=False, zero=False),
@@ -326,8 +332,8 @@ class ChartKind:
 CHARTS = {
     "layer-loss": ChartKind(layer_loss_chart, {"model": "text", "eval_set": "text", "step": "int"},
                             "loss by layer, baseline vs ablated, one panel per component; a slider "
-                            "steps through the checkpoints in HTML, step picks the one drawn in "
-                            "PNG/SVG"),
+                            "labelled by step picks the checkpoint in HTML, step picks the one "
+                            "drawn in PNG/SVG"),
     "heatmap": ChartKind(heatmap_chart, {"model": "text", "eval_set": "text"},
                          "loss change by layer x step (log step axis), red = the layer matters"),
     "training": ChartKind(training_chart, {"model": "text", "eval_set": "text", "component": "text"},

@@ -129,8 +129,8 @@ def _model_section(store, model: str, specs: list[dict]) -> str:
              "<h3>Loss change over training</h3>",
              _chart(lambda: charts.heatmap_chart(store, model=model), specs),
              "<h3>Loss by layer</h3>"
-             "<p class='hint'>Starts at the latest checkpoint; move the slider to step "
-             "through training.</p>",
+             "<p class='hint'>Starts at the latest checkpoint; click or drag along the "
+             "checkpoint slider to step through training.</p>",
              _chart(lambda: charts.layer_loss_chart(store, model=model), specs),
              "<h3>Most important layers at the latest step</h3>", _top_layers(store, model),
              "<h3>Ablations that lower the loss significantly</h3>", _lowers(store, model),
@@ -341,6 +341,7 @@ tbody tr:nth-child(even) { background:#fafafa; }
             margin-top:12px; }
 .warnings p { margin:8px 0; }
 .ok { color:#166534; } .hint { color:var(--muted); font-size:13px; }
+.hint code { white-space:nowrap; }
 .badge { display:inline-block; padding:0 8px; border-radius:999px; font-weight:600; }
 .badge.warn { background:#fef3c7; color:#92400e; }
 .vega-embed .vega-bindings { margin-top:6px; font-size:13px; }

@@ -182,8 +182,8 @@ def test_layer_loss_slider_reads_steps_and_follows_a_drag_in_chromium(results_st
     dom = subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--no-first-run", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000", "--dump-dom",
-         page.as_uri()],
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000",
+         "--window-size=1280,800", "--dump-dom", page.as_uri()],
         capture_output=True, text=True, timeout=120,
     ).stdout
     log = re.search(r'<pre id="log">(.*?)</pre>', dom, re.S).group(1).splitlines()

@@ -190,14 +190,12 @@ def parse_query(text: str, filename: str) -> NamedQuery:
 def _parse_parameter(body: str, filename: str) -> Parameter:
     m = _PARAM_LINE.match(body)
     try:
-        type_, choices = split_type(m["type"]) if m else ("", ())
+        type_, choices = split_type(m["type"] if m else "")
     except ValueError:
-        m = None
-    if not m:
         raise LayerdbError(
             f"query file {filename}: bad parameter line {body!r} (expected `-- :NAME TYPE "
             f"[= DEFAULT] help`, TYPE one of {', '.join(TYPES)} or `text in (a, b)`)"
-        )
+        ) from None
     default: Any = _NO_DEFAULT
     if m["default"] is not None:
         literal = m["default"]

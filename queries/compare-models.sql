@@ -1,5 +1,5 @@
 -- name: compare-models
--- description: Mean and max delta per normalised-depth bin at each model's latest step, in one unit across models.
+-- description: Mean and max delta per normalised-depth bin at each model's latest step, in bits per byte across tokenizers.
 -- :bins int = 10          number of equal-width depth bins over [0, 1]
 -- :model text = null      only these models, a comma list (default: every model)
 -- :component text = null  block, attn or mlp (default: all three)

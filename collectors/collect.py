@@ -29,7 +29,8 @@ from layerdb.schema import ABLATED_COMPONENTS
 from .checkpoints import (CheckpointLoadError, ModelRef, load_checkpoint, load_config,
                           plan_revisions, resolve_model)
 from .cpu_malloc import tune_glibc_malloc
-from .eval_tokens import EvalTokens, build_eval_tokens, max_context, read_documents
+from .eval_tokens import (EvalTokens, build_eval_tokens, max_context, read_documents,
+                          tokenizer_fingerprint)
 from .families import family_for
 from .placement import Placement, parse_max_memory
 from .hub import Prefetcher, evict_revision
@@ -156,7 +157,7 @@ def prepare(model: str, *, revisions=(), steps: str | None = None, data: str | N
     tokenizer = load_tokenizer(ref, planned[0])
     source = data or DEFAULT_DATA
     eval_tokens = build_eval_tokens(tokenizer, read_documents(source), tokens, seq_len,
-                                    source=source, tokenizer_name=ref.name)
+                                    source=source, tokenizer_name=tokenizer_fingerprint(tokenizer))
     for revision, config in configs.items():
         eval_tokens.check_fits(config, f"{ref.name}@{revision}")
     return Plan(ref, planned, eval_tokens, options, dtype, device, first.num_hidden_layers,

@@ -5,7 +5,8 @@ the tokenizer's EOS token *between* documents, cut into consecutive non-overlapp
 ``seq_len`` tokens, and the first ``floor(tokens / seq_len)`` sequences are kept (fewer when the data
 runs out, never a partial one).  The eval-set id is a hash of the token ids and ``seq_len``.
 ``n_bytes`` counts the UTF-8 bytes of the document text the kept tokens cover (EOS separators cover
-none), so losses convert to bits per byte across tokenizers.
+none), so losses convert to bits per byte across tokenizers.  ``tokenizer_fingerprint`` names what
+maps text to ids, so a store can tell whether two models' tokenizers differ.
 
 Sources: a ``.txt`` file (one document), ``.jsonl`` (one document per line, field ``text``),
 ``.parquet`` (column ``text``) or ``hf:NAME[:SPLIT]`` (the ``datasets`` library, column ``text``,
@@ -79,6 +80,26 @@ def eval_set_id(ids: np.ndarray) -> str:
     h = hashlib.sha256(f"seq_len={ids.shape[1]};".encode())
     h.update(ids.tobytes())
     return h.hexdigest()[:16]
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """What turns text into token ids, as one short string (eval_sets.tokenizer): equal
+    fingerprints mean equal ids for equal text.  For a fast tokenizer, a hash of its backend's
+    model (vocabulary, merges), normalizer, pre-tokenizer and added tokens (not truncation,
+    padding, post-processor or decoder, which do not change the ids of a document); otherwise a
+    hash of its vocabulary.  Example: ``BPE 50277 tokens, sha256 1f0c6a7e9b2d4c38``."""
+    backend = getattr(tokenizer, "backend_tokenizer", None) if tokenizer.is_fast else None
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        kind = spec["model"].get("type", "fast")
+        what = {"model": spec["model"], "normalizer": spec.get("normalizer"),
+                "pre_tokenizer": spec.get("pre_tokenizer"),
+                "added_tokens": [(t["id"], t["content"]) for t in spec.get("added_tokens", [])]}
+    else:
+        kind = type(tokenizer).__name__
+        what = sorted(tokenizer.get_vocab().items())
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode("utf-8")).hexdigest()
+    return f"{kind} {len(tokenizer)} tokens, sha256 {digest[:16]}"
 
 
 def build_eval_tokens(tokenizer, documents: Iterable[str], tokens: int, seq_len: int,

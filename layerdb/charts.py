@@ -3,10 +3,12 @@
 One function per chart kind takes an open store and returns an Altair chart:
 
 - ``layer_loss_chart``: loss by layer, baseline vs ablated, one panel per component; a slider
-  steps through the checkpoints (HTML/JSON) or one step is drawn (PNG/SVG);
+  that reads in steps (``step 1,000``) picks the checkpoint (HTML/JSON), or one step is drawn
+  (PNG/SVG);
 - ``heatmap_chart``: delta by layer x step (symmetric-log step axis), diverging colour at 0;
 - ``training_chart``: loss over steps for the baseline and each layer's ablation;
-- ``compare_chart``: several models on normalised depth, each at its latest step.
+- ``compare_chart``: several models on normalised depth, each at its latest step, in bits per
+  byte, nats per token or relative (``layerdb.units``: bpb by default across tokenizers).
 
 ``CHARTS`` registers them (the CLI's list of kinds comes from it);
 ``write_chart(store, kind, path, **params)`` builds one and saves it by the file's extension.
@@ -14,7 +16,9 @@ Altair is imported only when a chart is built, so ``import layerdb`` stays quick
 """
 from __future__ import annotations
 
+import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -22,8 +26,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from .errors import LayerdbError, require_folder
+from .errors import LayerdbError, LayerdbWarning, require_folder
 from .named_queries import convert
+from .units import DELTA_COLUMNS, DELTA_TITLES, UNIT_TYPE, compare_unit
 
 COMPONENT_ORDER = ["block", "attn", "mlp"]
 COMPONENT_TITLES = {"block": "whole block dropped", "attn": "attention dropped",
@@ -32,6 +37,8 @@ SAVE_FORMATS = (".html", ".png", ".svg", ".json")
 BASELINE_COLOR, ABLATED_COLOR = "#4b5563", "#c2410c"
 STEP_TICKS = [0, 1, 10, 100, 1_000, 10_000, 100_000, 1_000_000]
 PANEL_WIDTH = 250
+SLIDER_EVENTS = "pointerdown, pointermove[event.buttons > 0]"  # click, or press and drag
+SLIDER_LABELS = 12  # at most about this many step labels under the slider
 STEP_LABEL = ("datum.value >= 1000 ? format(datum.value / 1000, ',~r') + 'k' "
               ": format(datum.value, ',~r')")
 
@@ -67,7 +74,7 @@ WITH chosen AS (
         SELECT model, eval_set, count(*) AS n FROM ablations GROUP BY ALL) GROUP BY model
 )
 SELECT c.model, c.eval_set, c.revision, c.step, c.component, c.layer, c.depth, c.n_layers,
-       c.delta, c.delta_ci_low, c.delta_ci_high
+       c.delta, c.delta_bpb, c.rel_delta
 FROM chosen c JOIN most_collected USING (model, eval_set)
 ORDER BY c.model, c.component, c.layer
 """
@@ -130,8 +137,8 @@ def layer_loss_chart(store, model: str | None = None, eval_set: str | None = Non
 
     base = alt.Chart()
     if slider:
-        picker = _frame_picker(alt, frames, start)
-        base = base.transform_filter(alt.datum.frame == picker)
+        picker = _frame_picker(alt, start)
+        base = base.transform_filter(picker)
     n_layers = int(df["layer"].max()) + 1
     x = alt.X("layer:Q", title="layer", axis=alt.Axis(tickMinStep=1, format="d"),
               scale=alt.Scale(domain=[0, max(n_layers - 1, 1)], nice=False))
@@ -155,11 +162,40 @@ def layer_loss_chart(store, model: str | None = None, eval_set: str | None = Non
     panel = alt.layer(*layers).properties(width=PANEL_WIDTH, height=200)
     chart = panel.facet(data=df, column=_component_facet(alt)).resolve_scale(y="independent")
     if slider:
-        chart = chart.add_params(picker)
+        n_panels = df["component"].nunique()  # ~60 px between panels: spacing and a y axis
+        chart = alt.vconcat(_step_slider(alt, frames, picker, n_panels * (PANEL_WIDTH + 60) - 60),
+                            chart, spacing=14)
     subtitle = ("dashed: no ablation; solid: the layer dropped; band: 95% interval"
                 + ("" if slider else f"; {frames.frame_label[start]}"))
     return _style(chart.properties(title=alt.Title(
         f"Loss with one layer dropped: {model}", subtitle=[subtitle, _eval_label(store, eval_set)])))
+
+
+def _step_slider(alt, frames: pd.DataFrame, picker, width: int):
+    """The checkpoint slider: one dot per checkpoint, evenly spaced, the axis labelled by step
+    and the picked one read out above its dot (``step 1,000``); click or drag to pick."""
+    n = len(frames)
+    every = math.ceil(n / SLIDER_LABELS)
+    ticks = list(range(0, n, every))
+    if n - 1 - ticks[-1] <= every / 2:  # the last checkpoint is labelled, its neighbour makes room
+        ticks[-1] = n - 1
+    else:
+        ticks.append(n - 1)
+    short = [_short_step(s, r) for s, r in zip(frames["step"], frames["revision"])]
+    x = alt.X("frame:Q", title=None,
+              scale=alt.Scale(domain=[-0.5, n - 0.5], nice=False, zero=False),
+              axis=alt.Axis(values=ticks, labelExpr=f"{json.dumps(short)}[datum.value]",
+                            grid=False, domainColor="#9ca3af"))
+    track = alt.Chart(frames[["frame", "frame_label"]]).encode(x=x, y=alt.value(26))
+    dots = track.mark_circle(size=36, color="#9ca3af", opacity=1, cursor="pointer")
+    handle = track.mark_circle(size=170, color=ABLATED_COLOR, opacity=1)
+    readout = track.mark_text(baseline="bottom", dy=-9, fontSize=13, fontWeight="bold",
+                              color=ABLATED_COLOR).encode(text="frame_label:N")
+    title = alt.Title("checkpoint (click or drag)", fontSize=11, fontWeight="normal",
+                      color="#4b5563")
+    return alt.layer(dots.add_params(picker), handle.transform_filter(picker),
+                     readout.transform_filter(picker)).properties(
+        width=width, height=34, view=alt.ViewBackground(stroke=None), title=title)
 
 
 def heatmap_chart(store, model: str | None = None, eval_set: str | None = None):
@@ -235,10 +271,13 @@ def training_chart(store, model: str | None = None, eval_set: str | None = None,
         subtitle=["black: no ablation; coloured: one layer dropped", _eval_label(store, eval_set)])))
 
 
-def compare_chart(store, models: list[str] | None = None, component: str | None = None):
+def compare_chart(store, models: list[str] | None = None, component: str | None = None,
+                  unit: str | None = None):
     """Delta by normalised depth (layer / (n_layers - 1)) for several models, each at its
     latest step (the view latest_ablations) on its most-collected eval set; one panel per
-    component."""
+    component. ``unit`` bpb, nats or relative; by default the compare-models query's choice
+    (bits per byte when the models' tokenizers differ, else nats per token); a LayerdbWarning
+    when nats are compared across different tokenizers."""
     alt = _altair()
     df = store.sql(LATEST_SQL, component=component)
     if models:
@@ -249,27 +288,37 @@ def compare_chart(store, models: list[str] | None = None, component: str | None 
         df = df[df["model"].isin(models)]
     if df.empty:
         raise LayerdbError("no ablation results to compare")
+    choice = compare_unit(store, models, component, unit)
+    if choice.warning:
+        warnings.warn(choice.warning, LayerdbWarning, stacklevel=2)
+    df["value"] = df[DELTA_COLUMNS[choice.unit]]
+    no_bytes = sorted(set(df.loc[df["value"].isna() & df["delta"].notna(), "eval_set"]))
+    if no_bytes:
+        raise LayerdbError("bits per byte need the byte count (eval_sets.n_bytes) of eval set(s) "
+                           f"{', '.join(no_bytes)}: pass -p unit=nats or -p unit=relative")
     df["model_label"] = [f"{m} ({n} layers, {_frame_label(s, r)})" for m, n, s, r
                          in zip(df["model"], df["n_layers"], df["step"], df["revision"])]
     df["depth"] = df["depth"].fillna(0.0)
     panels = [c for c in COMPONENT_ORDER if c in set(df["component"])]
-    limit = float(np.nanmax(np.abs(df["delta"]))) or 1.0
+    limit = float(np.nanmax(np.abs(df["value"]))) or 1.0
+    value_format = "+.2%" if choice.unit == "relative" else "+.4f"
     chart = alt.Chart().mark_line(point=alt.OverlayMarkDef(size=30), strokeWidth=2).encode(
         x=alt.X("depth:Q", title="normalised depth (0 = first layer, 1 = last)",
                 scale=alt.Scale(domain=[0, 1])),
-        y=alt.Y("delta:Q", title="Δ loss (symlog)",
+        y=alt.Y("value:Q", title=f"{DELTA_TITLES[choice.unit]}, symlog",
                 scale=alt.Scale(type="symlog", constant=max(limit / 100, 1e-4)),
-                axis=alt.Axis(tickCount=6)),
+                axis=alt.Axis(tickCount=6, format="%" if choice.unit == "relative" else "")),
         color=alt.Color("model_label:N", title="model", legend=alt.Legend(
             orient="bottom", direction="vertical", labelLimit=600)),
         tooltip=["model:N", "step:Q", "layer:Q", alt.Tooltip("depth:Q", format=".2f"),
-                 alt.Tooltip("delta:Q", format="+.4f")],
+                 alt.Tooltip("value:Q", format=value_format, title=DELTA_TITLES[choice.unit])],
     ).properties(width=PANEL_WIDTH, height=220)
-    data = _compact(df[["model", "model_label", "step", "component", "layer", "depth", "delta"]])
+    data = _compact(df[["model", "model_label", "step", "component", "layer", "depth", "value"]])
     chart = chart.facet(data=data, column=_component_facet(alt, panels))
     return _style(chart.properties(title=alt.Title(
         "Models compared on normalised depth",
-        subtitle="loss change when one layer is dropped, each model at its latest step")))
+        subtitle=["loss change when one layer is dropped, each model at its latest step",
+                  f"in {choice.reason}"])))
 
 
 def span_chart(store, model: str | None = None, eval_set: str | None = None,
@@ -291,8 +340,8 @@ def span_chart(store, model: str | None = None, eval_set: str | None = None,
         df = df[df["frame"] == start]
     base = alt.Chart(df)
     if slider:
-        picker = _frame_picker(alt, frames, start)
-        base = base.transform_filter(alt.datum.frame == picker)
+        picker = _frame_picker(alt, start)
+        base = base.transform_filter(picker)
     limit = float(np.nanmax(np.abs(df["delta"]))) or 1.0
     cells = base.mark_rect().encode(
         x=alt.X("layer:O", title="first layer dropped (k)"),
@@ -305,7 +354,9 @@ def span_chart(store, model: str | None = None, eval_set: str | None = None,
                  alt.Tooltip("delta_ci_high:Q", format="+.4f"), "significant:N"],
     ).properties(width=max(PANEL_WIDTH, 14 * int(df["layer"].max() + 1)),
                  height=max(80, 26 * int(df["span"].nunique())))
-    chart = cells.add_params(picker) if slider else cells
+    chart = cells
+    if slider:
+        chart = alt.vconcat(_step_slider(alt, frames, picker, cells.width), cells, spacing=14)
     return _style(chart.properties(title=alt.Title(
         f"Loss change when contiguous blocks are dropped together: {model}",
         subtitle=["cell (k, n): blocks k .. k+n-1 dropped; red: the loss rises",
@@ -353,14 +404,15 @@ class ChartKind:
 CHARTS = {
     "layer-loss": ChartKind(layer_loss_chart, {"model": "text", "eval_set": "text", "step": "int"},
                             "loss by layer, baseline vs ablated, one panel per component; a slider "
-                            "steps through the checkpoints in HTML, step picks the one drawn in "
-                            "PNG/SVG"),
+                            "labelled by step picks the checkpoint in HTML, step picks the one "
+                            "drawn in PNG/SVG"),
     "heatmap": ChartKind(heatmap_chart, {"model": "text", "eval_set": "text"},
                          "loss change by layer x step (log step axis), red = the layer matters"),
     "training": ChartKind(training_chart, {"model": "text", "eval_set": "text", "component": "text"},
                           "loss over steps for the baseline and each layer's ablation"),
-    "compare": ChartKind(compare_chart, {"models": "text", "component": "text"},
-                         "models side by side on normalised depth, each at its latest step"),
+    "compare": ChartKind(compare_chart, {"models": "text", "component": "text", "unit": UNIT_TYPE},
+                         "models side by side on normalised depth, each at its latest step; "
+                         "unit bpb (the default when their tokenizers differ), nats or relative"),
     "span": ChartKind(span_chart, {"model": "text", "eval_set": "text", "step": "int"},
                       "loss change by first layer x span length of blocks dropped together; a "
                       "slider steps through the checkpoints in HTML"),
@@ -432,10 +484,10 @@ def _frames(df: pd.DataFrame, step: int | None, model: str) -> tuple[pd.DataFram
     return frames, int(match[-1])
 
 
-def _frame_picker(alt, frames: pd.DataFrame, start: int):
-    """The checkpoint slider over ``frames``."""
-    return alt.param(name="checkpoint", value=start, bind=alt.binding_range(
-        min=0, max=int(frames["frame"].max()), step=1, name="checkpoint (slide) "))
+def _frame_picker(alt, start: int):
+    """The checkpoint picked on the slider (``_step_slider``): a frame, ``start`` at first."""
+    return alt.selection_point(name="checkpoint", fields=["frame"], value=[{"frame": start}],
+                               on=SLIDER_EVENTS, nearest=True, clear=False)
 
 
 def step_cell_edges(steps: list[int]) -> dict[int, tuple[float, float]]:
@@ -487,6 +539,14 @@ def _frame_label(step, revision: str) -> str:
         return revision
     label = f"step {int(step):,}"
     return label if revision == f"step{int(step)}" else f"{label} ({revision})"
+
+
+def _short_step(step, revision: str) -> str:
+    """A slider tick label: 512, 1k, 143k; the revision when it has no step."""
+    if step is None or pd.isna(step):
+        return revision
+    step = int(step)
+    return f"{step / 1000:g}k" if step >= 1000 else str(step)
 
 
 def _list_steps(steps: pd.Series) -> str:

@@ -1,4 +1,5 @@
-"""One exception family: the CLI turns any of these into one clear line and a non-zero exit.
+"""One exception family: the CLI turns any of these into one clear line and a non-zero exit;
+one warning class, which the CLI prints as one line on stderr.
 
 Also the two helpers every module uses to say what went wrong in one line.
 """
@@ -30,6 +31,11 @@ class BadRows(LayerdbError):
 
 class StoreWriteError(LayerdbError):
     """Writing to the store failed (a full disk above all); the message says what was kept."""
+
+
+class LayerdbWarning(UserWarning):
+    """A one-line caution about a result (e.g. nats compared across tokenizers); the CLI prints
+    it on stderr, Python callers see it through the ``warnings`` module."""
 
 
 def first_line(exc: BaseException) -> str:

@@ -10,18 +10,23 @@ Adding a query is adding a file. Its header is the leading block of ``--`` comme
     -- :bins int                        no default: the caller must give it
 
 A parameter line is ``-- :NAME TYPE [= DEFAULT] [help text]``. TYPE is ``text``, ``int``,
-``float`` or ``bool``; DEFAULT is ``null`` (SQL NULL, usually "no filter") or a literal of
-that type; without ``= DEFAULT`` the parameter is required. Other comment lines in the header
-are free text. The SQL refers to each parameter as ``:NAME``; values are always bound, never
-pasted into the SQL text.
+``float`` or ``bool``, or ``text in (a, b, c)`` for text that takes only those values; DEFAULT
+is ``null`` (SQL NULL, usually "no filter") or a literal of that type; without ``= DEFAULT`` the
+parameter is required. Other comment lines in the header are free text. The SQL refers to each
+parameter as ``:NAME``; values are always bound, never pasted into the SQL text.
 
 Values from the command line are strings and are converted by the declared type: ``int`` and
 ``float`` as Python reads numbers, ``bool`` from true/false/yes/no/1/0, and an empty value
 (``-p step=``) or ``null`` means NULL. Python callers may pass typed values directly.
+
+A query whose rows carry ``unit`` and ``tokenizers`` columns (compare-models) is checked by
+``layerdb.units.unit_warnings``: ``run_query`` issues a ``LayerdbWarning`` when it shows nats
+per token across different tokenizers.
 """
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -29,15 +34,16 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import LayerdbError
+from .errors import LayerdbError, LayerdbWarning
 
 TYPES = ("text", "int", "float", "bool")
 _TRUE = {"true", "t", "yes", "y", "1", "on"}
 _FALSE = {"false", "f", "no", "n", "0", "off"}
 _PARAM_LINE = re.compile(
-    r"^:(?P<name>[A-Za-z_]\w*)\s+(?P<type>\w+)"
+    r"^:(?P<name>[A-Za-z_]\w*)\s+(?P<type>\w+(?:\s+in\s*\([^)]*\))?)"
     r"(?:\s*=\s*(?P<default>'[^']*'|\S+))?\s*(?P<help>.*)$"
 )
+_CHOICES = re.compile(r"^(?P<type>\w+)(?:\s+in\s*\((?P<choices>[^)]*)\))?$")
 _NO_DEFAULT = object()
 
 
@@ -47,6 +53,7 @@ class Parameter:
     type: str  # one of TYPES
     default: Any  # the converted default; None = NULL; _NO_DEFAULT = required
     help: str = ""
+    choices: tuple[str, ...] = ()  # for text: the only values it takes (empty: any)
 
     @property
     def required(self) -> bool:
@@ -62,7 +69,7 @@ class Parameter:
             shown = str(self.default).lower()
         else:
             shown = str(self.default)
-        return f"{self.name}={shown}"
+        return f"{self.name}={shown}" + (f" ({'|'.join(self.choices)})" if self.choices else "")
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,8 @@ class NamedQuery:
         values = {}
         for p in self.parameters:
             if p.name in given:
-                values[p.name] = convert(given[p.name], p.type, f"query {self.name}: parameter {p.name}")
+                values[p.name] = convert(given[p.name], p.type,
+                                         f"query {self.name}: parameter {p.name}", p.choices)
             elif p.required:
                 raise LayerdbError(f"query {self.name}: missing parameter {p.name} (-p {p.name}=...)")
             else:
@@ -93,8 +101,20 @@ class NamedQuery:
         return values
 
 
-def convert(value: Any, type_: str, what: str) -> Any:
-    """A parameter value (a CLI string, or a Python value) as the declared type; None = NULL."""
+def convert(value: Any, type_: str, what: str, choices: tuple[str, ...] = ()) -> Any:
+    """A parameter value (a CLI string, or a Python value) as the declared type; None = NULL.
+    ``type_`` may carry its choices (``text in (a, b)``); text outside them is refused."""
+    if not choices:
+        type_, choices = split_type(type_)
+    value = _convert(value, type_, what)
+    if choices and value is not None:
+        if value.strip().lower() not in choices:
+            raise LayerdbError(f"{what} must be one of {', '.join(choices)}, not {value!r}")
+        return value.strip().lower()
+    return value
+
+
+def _convert(value: Any, type_: str, what: str) -> Any:
     if value is None:
         return None
     if isinstance(value, str):
@@ -127,6 +147,20 @@ def convert(value: Any, type_: str, what: str) -> Any:
 _A = {"int": "an integer", "float": "a number", "bool": "true or false", "text": "text"}
 
 
+def split_type(declared: str) -> tuple[str, tuple[str, ...]]:
+    """``"text in (a, b)"`` -> ``("text", ("a", "b"))``; ``"int"`` -> ``("int", ())``.
+    Raise ValueError on anything else (the callers name the file or chart)."""
+    m = _CHOICES.match(declared.strip())
+    if not m or m["type"] not in TYPES or (m["choices"] is not None and m["type"] != "text"):
+        raise ValueError(declared)
+    if m["choices"] is None:
+        return m["type"], ()
+    choices = tuple(c.strip().lower() for c in m["choices"].split(",") if c.strip())
+    if not choices:
+        raise ValueError(declared)
+    return "text", choices
+
+
 def parse_query(text: str, filename: str) -> NamedQuery:
     """Read the header of one query file; raise LayerdbError naming the file on a bad header."""
     header: dict[str, str] = {}
@@ -155,18 +189,21 @@ def parse_query(text: str, filename: str) -> NamedQuery:
 
 def _parse_parameter(body: str, filename: str) -> Parameter:
     m = _PARAM_LINE.match(body)
-    if not m or m["type"] not in TYPES:
+    try:
+        type_, choices = split_type(m["type"] if m else "")
+    except ValueError:
         raise LayerdbError(
-            f"query file {filename}: bad parameter line {body!r} "
-            f"(expected `-- :NAME TYPE [= DEFAULT] help`, TYPE one of {', '.join(TYPES)})"
-        )
+            f"query file {filename}: bad parameter line {body!r} (expected `-- :NAME TYPE "
+            f"[= DEFAULT] help`, TYPE one of {', '.join(TYPES)} or `text in (a, b)`)"
+        ) from None
     default: Any = _NO_DEFAULT
     if m["default"] is not None:
         literal = m["default"]
         if literal.startswith("'"):
             literal = literal[1:-1]
-        default = convert(literal, m["type"], f"query file {filename}: default of {m['name']}")
-    return Parameter(m["name"], m["type"], default, m["help"].strip())
+        default = convert(literal, type_, f"query file {filename}: default of {m['name']}",
+                          choices)
+    return Parameter(m["name"], type_, default, m["help"].strip(), choices)
 
 
 @lru_cache(maxsize=1)
@@ -208,8 +245,13 @@ def run_query(store, name: str, **params: Any) -> pd.DataFrame:
 
     Example: ``run_query(store, "lowers-loss", model="EleutherAI/pythia-160m", significant_only=True)``
     """
+    from .units import unit_warnings
+
     query = get_query(name)
-    return store.sql(query.sql, **query.bind(params))
+    df = store.sql(query.sql, **query.bind(params))
+    for line in unit_warnings(df):
+        warnings.warn(line, LayerdbWarning, stacklevel=2)
+    return df
 
 
 def queries_table() -> pd.DataFrame:

@@ -2,8 +2,9 @@
 
 Per model: a summary (layers, checkpoints, eval set, provenance from runs), warnings
 (duplicate checkpoints, incomplete coverage), the heatmap and the layer-loss chart (latest
-step, with a slider), the most important layers and the significant lowers-loss cases.
-Across models: the compare chart. The Vega JavaScript is inlined once; every chart is a
+step, with a slider), the most important layers and the strongest significant lowers-loss
+cases. Across models: the compare chart, in bits per byte when the models' tokenizers differ
+(``-p unit=`` as for the chart). The Vega JavaScript is inlined once; every chart is a
 Vega-Lite spec with its rows, drawn by vega-embed when the page opens.
 """
 from __future__ import annotations
@@ -18,9 +19,12 @@ import pandas as pd
 
 from . import charts
 from .errors import LayerdbError, require_folder
-from .named_queries import run_query
+from .named_queries import convert, run_query
+from .units import UNIT_TYPE
 
 MAX_TABLE_ROWS = 50  # longer tables show the first rows and say how many more
+LOWERS_SHOWN = 10  # the lowers-loss table: the strongest cases; the query lists them all
+PARAMETERS = {"unit": UNIT_TYPE}  # -p KEY=VALUE: the compare chart's unit
 
 MODEL_SQL = "SELECT * FROM models WHERE model = :model"
 CHECKPOINTS_SQL = """
@@ -50,8 +54,11 @@ FROM runs WHERE model = :model
 """
 
 
-def build_report(store, models: list[str] | None = None) -> str:
-    """The report's HTML text for ``models`` (default: every model with results)."""
+def build_report(store, models: list[str] | None = None, **params) -> str:
+    """The report's HTML text for ``models`` (default: every model with results). ``params``:
+    ``unit`` of the compare chart, bpb, nats or relative (default: bpb when the models'
+    tokenizers differ, else nats)."""
+    unit = _parameters(params)["unit"]
     known = store.sql("SELECT DISTINCT model FROM results ORDER BY model")["model"].tolist()
     if not known:
         raise LayerdbError("the store holds no results yet (collect or import some first)")
@@ -65,7 +72,7 @@ def build_report(store, models: list[str] | None = None) -> str:
     overview = _overview(store, models)
     if len(models) > 1:
         overview += "<h2>Models compared</h2>" + _chart(
-            lambda: charts.compare_chart(store, models=models), specs)
+            lambda: charts.compare_chart(store, models=models, unit=unit), specs)
     nav = "".join(f'<a href="#{_anchor(m)}">{_e(m)}</a>' for m in models)
     generated = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     return PAGE.format(
@@ -77,14 +84,24 @@ def build_report(store, models: list[str] | None = None) -> str:
     )
 
 
-def write_report(store, path: str | Path, models: list[str] | None = None) -> Path:
-    """Write the report to ``path`` (an .html file)."""
+def write_report(store, path: str | Path, models: list[str] | None = None, **params) -> Path:
+    """Write the report to ``path`` (an .html file); ``params`` as for ``build_report``."""
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm"):
         raise LayerdbError(f"a report is an HTML file: give a path ending in .html, not {path}")
     require_folder(path)
-    path.write_text(build_report(store, models), encoding="utf-8")
+    path.write_text(build_report(store, models, **params), encoding="utf-8")
     return path
+
+
+def _parameters(given: dict) -> dict:
+    """The report's -p parameters, checked and converted; missing ones are None."""
+    unknown = sorted(set(given) - set(PARAMETERS))
+    if unknown:
+        raise LayerdbError(f"report: unknown parameter(s) {', '.join(unknown)} "
+                           f"(it takes: {', '.join(PARAMETERS)})")
+    return {name: convert(given.get(name), declared, f"report: parameter {name}")
+            for name, declared in PARAMETERS.items()}
 
 
 # -- sections ---------------------------------------------------------------------------------
@@ -112,8 +129,8 @@ def _model_section(store, model: str, specs: list[dict]) -> str:
              "<h3>Loss change over training</h3>",
              _chart(lambda: charts.heatmap_chart(store, model=model), specs),
              "<h3>Loss by layer</h3>"
-             "<p class='hint'>Starts at the latest checkpoint; move the slider to step "
-             "through training.</p>",
+             "<p class='hint'>Starts at the latest checkpoint; click or drag along the "
+             "checkpoint slider to step through training.</p>",
              _chart(lambda: charts.layer_loss_chart(store, model=model), specs),
              "<h3>Most important layers at the latest step</h3>", _top_layers(store, model),
              "<h3>Ablations that lower the loss significantly</h3>", _fdr_note(store, model),
@@ -265,16 +282,23 @@ def _top_layers(store, model: str) -> str:
 
 
 def _lowers(store, model: str) -> str:
+    """The strongest significant cases (most negative delta first), how many there are in all,
+    and the query that lists every one."""
     df = run_query(store, "lowers-loss", model=model, significant_only=True)
     if df.empty:
         return "<p class='ok'>None: no ablation lowers the loss with its interval below zero.</p>"
     cols = ["revision", "step", "component", "layer", "baseline_loss", "loss", "delta",
             "delta_ci_low", "delta_ci_high"]
-    more = len(df) - MAX_TABLE_ROWS
-    note = (f"<p class='hint'>First {MAX_TABLE_ROWS} of {len(df)}; all of them: <code>layerdb "
-            f"query lowers-loss -p model={_e(model)} -p significant_only=true</code></p>"
-            if more > 0 else "")
-    return _html_table(df[cols].head(MAX_TABLE_ROWS)) + note
+    strongest = df.sort_values(["delta", "step", "layer", "component"], kind="stable",
+                               na_position="last").head(LOWERS_SHOWN)
+    if len(df) > LOWERS_SHOWN:
+        shown = f"The {len(strongest)} strongest of {len(df)} significant cases"
+    else:
+        shown = f"{len(df)} significant case{'s' if len(df) > 1 else ''}"
+    note = (f"<p class='hint'>{shown}, most negative delta (nats per token) first. All of them: "
+            f"<code>layerdb query lowers-loss -p model={_e(model)} -p significant_only=true"
+            "</code></p>")
+    return note + _html_table(strongest[cols])
 
 
 def _chart(build, specs: list[dict]) -> str:
@@ -400,6 +424,7 @@ tbody tr:nth-child(even) { background:#fafafa; }
             margin-top:12px; }
 .warnings p { margin:8px 0; }
 .ok { color:#166534; } .hint { color:var(--muted); font-size:13px; }
+.hint code { white-space:nowrap; }
 .badge { display:inline-block; padding:0 8px; border-radius:999px; font-weight:600; }
 .badge.warn { background:#fef3c7; color:#92400e; }
 .vega-embed .vega-bindings { margin-top:6px; font-size:13px; }

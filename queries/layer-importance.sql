@@ -4,7 +4,7 @@
 -- :step int = null        the training step (default: each model's latest, the view latest_ablations)
 -- :component text = null  block, attn or mlp (default: all three)
 -- :eval_set text = null   only this eval set (default: every eval set)
--- :fdr float = 0.05       significant = Benjamini-Hochberg q <= fdr; empty (-p fdr=): the interval excludes zero, uncorrected
+-- :fdr float = 0.05       significant = Benjamini-Hochberg q <= fdr (rows without a p-value: the interval); empty (-p fdr=): the interval excludes zero, uncorrected
 WITH chosen AS (
     SELECT * FROM ablations
     WHERE CAST(:step AS BIGINT) IS NOT NULL AND step = CAST(:step AS BIGINT)
@@ -18,7 +18,7 @@ SELECT c.model, c.eval_set, c.revision, c.step, c.component,
        ) AS rank,
        c.layer, c.depth, c.loss, c.delta, c.delta_ci_low, c.delta_ci_high, c.q_value,
        CASE WHEN CAST(:fdr AS DOUBLE) IS NULL THEN c.significant
-            ELSE c.q_value <= CAST(:fdr AS DOUBLE) END AS significant
+            ELSE COALESCE(c.q_value <= CAST(:fdr AS DOUBLE), c.significant) END AS significant
 FROM chosen c
 WHERE c.span = 1 AND c.component IN ('block', 'attn', 'mlp') AND c.method = 'zero'
   AND c.same_weights_as IS NULL

@@ -4,7 +4,7 @@
 -- :component text = null          block, attn, mlp or swap (default: all)
 -- :eval_set text = null           only this eval set (default: every eval set)
 -- :significant_only bool = false  keep only the significant cases
--- :fdr float = 0.05               significant = Benjamini-Hochberg q <= fdr; empty (-p fdr=): the interval excludes zero, uncorrected
+-- :fdr float = 0.05               significant = Benjamini-Hochberg q <= fdr (rows without a p-value: the interval); empty (-p fdr=): the interval excludes zero, uncorrected
 --
 -- delta = ablated loss - baseline loss on the same sequences, so these rows have delta < 0.
 -- q_value controls the false-discovery rate within each (model, eval_set, method) study:
@@ -13,7 +13,7 @@
 SELECT model, revision, step, eval_set, method, component, layer, span, depth,
        baseline_loss, loss, delta, delta_ci_low, delta_ci_high, p_value, q_value, n_tests,
        CASE WHEN CAST(:fdr AS DOUBLE) IS NULL THEN significant
-            ELSE q_value <= CAST(:fdr AS DOUBLE) END AS significant
+            ELSE COALESCE(q_value <= CAST(:fdr AS DOUBLE), significant) END AS significant
 FROM ablations
 WHERE delta < 0 AND same_weights_as IS NULL
   AND (CAST(:model AS VARCHAR) IS NULL OR model = :model)
@@ -21,5 +21,5 @@ WHERE delta < 0 AND same_weights_as IS NULL
   AND (CAST(:eval_set AS VARCHAR) IS NULL OR eval_set = :eval_set)
   AND (NOT COALESCE(CAST(:significant_only AS BOOLEAN), false)
        OR (CASE WHEN CAST(:fdr AS DOUBLE) IS NULL THEN significant
-                ELSE q_value <= CAST(:fdr AS DOUBLE) END) IS TRUE)
+                ELSE COALESCE(q_value <= CAST(:fdr AS DOUBLE), significant) END) IS TRUE)
 ORDER BY model, step NULLS LAST, layer, component, span, eval_set, revision, method

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -10,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from layerdb import LayerdbError, Store
-from layerdb.charts import CHARTS, chart_spec, heatmap_chart, layer_loss_chart, step_cell_edges, write_chart
+from layerdb.charts import (CHARTS, SLIDER_EVENTS, chart_spec, heatmap_chart, layer_loss_chart,
+                            step_cell_edges, write_chart)
 from layerdb.cli import main
 
 PARAMS = {"layer-loss": {"model": "acme/small"}, "heatmap": {"model": "acme/small"},
@@ -49,10 +51,12 @@ def test_span_chart_frames_and_cells(deep_store, results_store):
     from layerdb.charts import span_chart
 
     spec = chart_spec(span_chart(deep_store))
-    (slider,) = spec["params"]
-    assert slider["bind"]["input"] == "range" and slider["value"] == 1  # the latest of 2 frames
-    (values,) = spec["datasets"].values()
-    assert len(values) == 2 * (4 + 3)  # per step: 4 single drops, 3 span-2 drops
+    (slider,) = spec["params"]  # the layer-loss chart's slider: a dot per checkpoint
+    assert slider["select"]["fields"] == ["frame"] and slider["value"] == [{"frame": 1}]
+    track = spec["datasets"][spec["vconcat"][0]["data"]["name"]]
+    assert [row["frame_label"] for row in track] == ["step 1", "step 2"]
+    cells = spec["datasets"][spec["vconcat"][1]["data"]["name"]]
+    values = cells
     cell = next(v for v in values if (v["step"], v["layer"], v["span"]) == (2, 1, 2))
     assert cell["delta"] == pytest.approx((0.125 + 0.25) * 2 + 0.5 * 2)  # both drops + interaction
     one = chart_spec(span_chart(deep_store, step=1, slider=False))
@@ -75,9 +79,16 @@ def test_metric_vs_drop_chart_draws_each_metric(deep_store):
 def test_layer_loss_has_a_checkpoint_slider_in_html_and_one_frame_in_images(results_store):
     interactive = chart_spec(layer_loss_chart(results_store, model="acme/small"))
     (slider,) = interactive["params"]
-    assert slider["bind"]["input"] == "range" and slider["bind"]["max"] == 3
-    assert slider["value"] == 3  # starts at the latest checkpoint
-    assert spec_rows(interactive) == 4 * 3 * 4  # every step, component, layer
+    assert slider["select"] == {"type": "point", "fields": ["frame"], "nearest": True,
+                                "clear": False, "on": SLIDER_EVENTS}  # click, or press and drag
+    assert slider["value"] == [{"frame": 3}]  # starts at the latest checkpoint
+    dots, handle, readout = interactive["vconcat"][0]["layer"]
+    assert dots["encoding"]["x"]["axis"]["labelExpr"] == '["0", "1", "2", "4"][datum.value]'
+    assert readout["encoding"]["text"]["field"] == "frame_label"
+    assert handle["transform"] == readout["transform"] == [{"filter": {"param": "checkpoint"}}]
+    track = interactive["datasets"][interactive["vconcat"][0]["data"]["name"]]
+    assert [row["frame_label"] for row in track] == ["step 0", "step 1", "step 2", "step 4"]
+    assert spec_rows(interactive) == 4 + 4 * 3 * 4  # the track; every step, component, layer
     frame = chart_spec(layer_loss_chart(results_store, model="acme/small", step=2, slider=False))
     assert "params" not in frame and spec_rows(frame) == 3 * 4
     (values,) = frame["datasets"].values()
@@ -163,3 +174,52 @@ def test_compare_keeps_a_model_known_only_by_a_local_revision(db_path):
     (values,) = spec["datasets"].values()
     assert {row["model_label"] for row in values} == {"local/tiny (2 layers, local)"}
     assert len(values) == 6
+
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
+                 if shutil.which(n)), None)
+# After the chart is drawn: read the slider, press on its first dot, drag to the second, then
+# move over the last dot with no button pressed (which must not pick it).
+SLIDER_SCRIPT = """
+const readout = () => [...document.querySelectorAll('#vis text')].map(t => t.textContent)
+    .filter(t => t.startsWith('step')).join(' | ');
+const fire = (type, x, y, buttons) => document.elementFromPoint(x, y).dispatchEvent(
+    new PointerEvent(type, {clientX: x, clientY: y, buttons, bubbles: true, isPrimary: true}));
+vegaEmbed('#vis', SPEC, {renderer: 'svg', actions: false}).then(async result => {
+  const log = [readout()];
+  const dots = [...document.querySelectorAll('#vis .mark-symbol path')]
+      .map(d => d.getBoundingClientRect()).filter(b => b.width > 0 && b.width < 12).slice(0, 4);
+  const at = (box) => [box.left + box.width / 2, box.top + box.height / 2];
+  for (const [type, box, buttons] of [['pointerdown', dots[0], 1], ['pointermove', dots[1], 1],
+                                      ['pointermove', dots[3], 0]]) {
+    fire(type, ...at(box), buttons);
+    await result.view.runAsync();
+    log.push(readout());
+  }
+  document.getElementById('log').textContent = log.join('\\n');
+});
+"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (CI installs it: .ci/run)")
+def test_layer_loss_slider_reads_steps_and_follows_a_drag_in_chromium(results_store, tmp_path):
+    from layerdb.report import _vega_bundle
+
+    spec = chart_spec(layer_loss_chart(results_store, model="acme/small"))
+    page = tmp_path / "slider.html"
+    page.write_text(f"<!DOCTYPE html><meta charset=utf-8><script>{_vega_bundle()}</script>"
+                    f"<div id=vis></div><pre id=log></pre><script>"
+                    f"{SLIDER_SCRIPT.replace('SPEC', json.dumps(spec))}</script>")
+    dom = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--no-first-run", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000",
+         "--window-size=1280,800", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    ).stdout
+    log = re.search(r'<pre id="log">(.*?)</pre>', dom, re.S).group(1).splitlines()
+    # the slider's readout and the label above each of the three panels
+    assert log == ["step 4 | step 4 | step 4 | step 4",   # starts at the latest checkpoint
+                   "step 0 | step 0 | step 0 | step 0",   # pressed on the first dot
+                   "step 1 | step 1 | step 1 | step 1",   # dragged to the second
+                   "step 1 | step 1 | step 1 | step 1"]   # moving without a button: no change

@@ -86,7 +86,7 @@ def test_models_and_status(db):
     assert models[1].split(",")[:3] == ["m", "gpt_neox", "4"]
     status = pd.read_json(io.StringIO(run("--db", db, "status", "m", "-f", "json").output))
     assert status[["revision", "baseline", "complete", "missing"]].values.tolist() == [
-        ["step8", True, "", "block layers 2,3; attn layers 2,3; mlp layers 2,3"]]  # 2 of 4 layers
+        ["step8", True, "", "block layers 2,3; attn layers 2,3; mlp layers 2,3; metrics all layers"]]  # 2 of 4 layers
     unknown = run("--db", db, "status", "nope")
     assert unknown.exit_code == 1 and "unknown model 'nope'" in unknown.output
 

@@ -10,10 +10,11 @@ import pytest
 
 from collectors.checkpoints import (ModelRef, known_revisions, plan_revisions, resolve_model,
                                    step_schedule)
-from collectors.eval_tokens import build_eval_tokens, eval_set_id, read_documents
+from collectors.eval_tokens import (build_eval_tokens, eval_set_id, read_documents,
+                                   tokenizer_fingerprint)
 from layerdb.errors import LayerdbError
 from layerdb.revisions import PYTHIA_STEPS, parse_revision
-from tests.fixtures.hub import WORDS, build_tokenizer
+from tests.fixtures.hub import WORDS, build_char_tokenizer, build_tokenizer
 
 EOS = 0
 
@@ -71,6 +72,22 @@ def test_multibyte_text_counts_utf8_bytes(tokenizer):
     docs = ["the é a of", "and"]  # é is [UNK], 2 bytes in UTF-8
     et = build_eval_tokens(tokenizer, docs, tokens=6, seq_len=3)
     assert et.n_bytes == len("the é a of".encode()) + len("and")
+
+
+def test_the_tokenizer_fingerprint_tells_tokenizers_apart(tokenizer, tmp_path):
+    from transformers import AutoTokenizer
+
+    words = tokenizer_fingerprint(tokenizer)
+    assert words.startswith("WordLevel 64 tokens, sha256 ") and len(words) == 44
+    tokenizer.save_pretrained(tmp_path)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    reloaded.model_max_length = 7  # a setting that does not change the ids of a document
+    assert tokenizer_fingerprint(reloaded) == words
+    assert tokenizer_fingerprint(build_char_tokenizer()).startswith("WordLevel 30 tokens, ")
+    assert tokenizer_fingerprint(build_char_tokenizer()) != words
+    et = build_eval_tokens(tokenizer, ["the cat"], tokens=2, seq_len=2,
+                           tokenizer_name=tokenizer_fingerprint(tokenizer))
+    assert et.row()["tokenizer"] == words
 
 
 def test_sources_read_the_same_documents(tmp_path):

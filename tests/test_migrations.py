@@ -89,6 +89,7 @@ def test_upgrading_a_populated_0001_store_keeps_every_row_and_value(tmp_path):
     path = str(tmp_path / "old.duckdb")
     rows = small_store_rows()
     for i, row in enumerate(rows["results"]):  # every column 0.1 wrote, per-sequence losses too
+        row.pop("p_value", None)  # 0.1 had no p-values
         row.update(method="zero", span=1,
                    seq_losses=[row["loss"] + 0.01 * (i % 3), row["loss"] - 0.01 * (i % 3)])
     store_at_revision(path, "0001", rows)

@@ -208,6 +208,44 @@ def test_header_syntax():
         parse_query("-- name: x\n-- description: d\n-- :p number = 1\nSELECT :p", "x.sql")
 
 
+def test_a_text_parameter_with_choices_takes_only_those():
+    query = parse_query("-- name: q\n-- description: d.\n"
+                        "-- :unit text in (bpb, nats) = nats  the unit\nSELECT :unit", "q.sql")
+    (unit,) = query.parameters
+    assert (unit.type, unit.choices, unit.default, unit.help) == ("text", ("bpb", "nats"), "nats",
+                                                                  "the unit")
+    assert unit.describe() == "unit=nats (bpb|nats)"
+    assert query.bind({"unit": " BPB "}) == {"unit": "bpb"}
+    assert query.bind({"unit": ""}) == {"unit": None}
+    with pytest.raises(LayerdbError, match=r"^query q: parameter unit must be one of bpb, nats, "
+                                           r"not 'furlongs'$"):
+        query.bind({"unit": "furlongs"})
+    with pytest.raises(LayerdbError, match="default of unit must be one of bpb, nats, not 'c'"):
+        parse_query("-- name: q\n-- description: d\n-- :unit text in (bpb, nats) = c\nSELECT 1",
+                    "q.sql")
+    with pytest.raises(LayerdbError, match="bad parameter line"):
+        parse_query("-- name: q\n-- description: d\n-- :n int in (1, 2) = 1\nSELECT :n", "q.sql")
+
+
+def test_compare_models_unit_and_model_list(results_store):
+    every = run_query(results_store, "compare-models", bins=2)
+    # the fixture's two models share a tokenizer: nats per token by default
+    assert set(every["unit"]) == {"nats"} and set(every["tokenizers"]) == {1}
+    listed = run_query(results_store, "compare-models", bins=2, model=f" {L}, {S} ")
+    assert rows(listed) == rows(every)
+    bpb = run_query(results_store, "compare-models", bins=2, model=S, component="block",
+                    unit="bpb")
+    # 512 tokens in 2048 bytes: bpb = nats / (4 ln 2)
+    assert rows(bpb, ["bin", "mean_delta", "max_delta", "unit"]) == [
+        (0, round(1.6875 / (4 * math.log(2)), 12), round(3 / (4 * math.log(2)), 12), "bpb"),
+        (1, round(1.6875 / (4 * math.log(2)), 12), round(3 / (4 * math.log(2)), 12), "bpb")]
+    relative = run_query(results_store, "compare-models", bins=1, model=S, component="attn",
+                         unit="relative")
+    # step 4: baseline 3; attn deltas 1.5, -0.25, 0.1875, 1.5
+    assert rows(relative, ["mean_delta", "max_delta"]) == [
+        (round((1.5 - 0.25 + 0.1875 + 1.5) / 4 / 3, 12), 0.5)]
+
+
 def test_queries_are_found_in_subfolders(tmp_path):
     (tmp_path / "extra").mkdir()
     (tmp_path / "top.sql").write_text("-- name: top\n-- description: d\nSELECT 1")
@@ -221,6 +259,7 @@ def test_cli_queries_and_query(results_db):
     listing = runner.invoke(main, ["queries", "--format", "csv"])
     assert listing.exit_code == 0 and "emergence," in listing.output
     assert "significant_only=false" in listing.output
+    assert "unit=null (bpb|nats|relative)" in listing.output
     result = runner.invoke(main, ["--db", results_db, "query", "lowers-loss",
                                   "-p", "significant_only=true", "--format", "csv"])
     assert result.exit_code == 0, result.output

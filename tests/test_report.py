@@ -96,3 +96,40 @@ def test_report_sections_for_spans_swaps_and_metrics(deep_store, results_store):
     assert page.count('class="chart"') == 2 + 2  # heatmap, layer-loss, span, metric-vs-drop
     plain = build_report(results_store, ["acme/small"]).split("</script>", 1)[1]
     assert "Contiguous blocks" not in plain and "cheap layer metrics" not in plain
+
+
+def test_lowers_loss_table_shows_the_strongest_cases_and_how_many(db_path):
+    from layerdb import Store
+
+    # 14 steps; at step k dropping attn layer 1 lowers the loss by (k + 1)/64, interval +-1/128
+    rows = []
+    for k in range(14):
+        common = dict(model="t/m", revision=f"step{k}", step=k, eval_set="e")
+        rows.append(dict(common, component="none", layer=-1, loss=5.0))
+        for component in ("block", "attn", "mlp"):
+            for layer in range(4):
+                delta = -(k + 1) / 64 if (component, layer) == ("attn", 1) else 0.25
+                rows.append(dict(common, component=component, layer=layer, loss=5.0 + delta,
+                                 delta=delta, delta_ci_low=delta - 1 / 128,
+                                 delta_ci_high=delta + 1 / 128))
+    with Store.open(db_path) as store:
+        store.upsert("models", [dict(model="t/m", n_layers=4)])
+        store.write_results(rows)
+        page = build_report(store).split("</script>", 1)[1]
+    section = page.split("Ablations that lower the loss significantly</h3>")[1]
+    assert section.startswith("<p class='hint'>No p-values stored")  # no per-sequence losses here
+    section = section.split("</p>", 1)[1]
+    assert section.startswith(
+        "<p class='hint'>The 10 strongest of 14 significant cases, most negative delta (nats per "
+        "token) first. All of them: <code>layerdb query lowers-loss -p model=t/m "
+        "-p significant_only=true</code></p><table>")
+    table = section.split("</table>")[0]
+    steps = re.findall(r"<tr><td[^>]*>step\d+</td><td[^>]*>(\d+)</td>", table)
+    assert steps == [str(k) for k in range(13, 3, -1)]  # delta -14/64 first, then -13/64 ...
+
+
+def test_report_says_how_many_lowers_loss_cases_when_all_fit(report_html):
+    page = report_html.read_text().split("</script>", 1)[1]
+    assert ("<p class='hint'>1 significant case, most negative delta (nats per token) first. "
+            "All of them: <code>layerdb query lowers-loss -p model=acme/small "
+            "-p significant_only=true</code></p>") in page

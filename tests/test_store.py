@@ -115,6 +115,7 @@ def test_ablations_view(empty_store):
     assert df["rel_delta"].tolist() == pytest.approx([0.5 / 3.0, 1.5 / 3.0])
     assert df["significant"].tolist() == [True, True]
     assert df["n_layers"].tolist() == [2, 2]
+    assert df["p_value"].isna().all() and df["q_value"].isna().all()  # no p-value, no q-value
 
 
 @pytest.mark.parametrize("statement", [

@@ -7,7 +7,8 @@ import click
 
 from ..charts import CHARTS
 from ..errors import LayerdbError
-from .common import console_err, open_store, output_options, param_option, print_rows
+from .common import (console_err, open_store, output_options, param_option, print_rows,
+                     shown_warnings)
 
 
 @click.command("queries")
@@ -35,13 +36,17 @@ def query(ctx, name: str, params: dict, fmt: str, output: str | None) -> None:
     Values are converted to the parameter's declared type (int, float, bool: true/false,
     text); an empty value (-p step=) means NULL, which for the filters means "all".
 
+    compare-models gives deltas in one unit across models (-p unit=bpb|nats|relative): bits
+    per byte by default when the models' tokenizers differ, else nats per token; nats across
+    different tokenizers print a warning.
+
     Example: layerdb query lowers-loss -p model=EleutherAI/pythia-2.8b -p significant_only=true
     """
     from ..named_queries import get_query, run_query
 
     named = get_query(name)  # an unknown name fails before the store is opened
     named.bind(params)
-    with open_store(ctx) as store:
+    with open_store(ctx) as store, shown_warnings():
         df = run_query(store, name, **params)
     print_rows(df, fmt, output, title=name)
 
@@ -58,13 +63,14 @@ def chart(ctx, kind: str, params: dict, output: str) -> None:
     {kinds}
 
     model and eval_set are needed when the store holds several models; models (compare) is a
-    comma list.
+    comma list. compare's unit defaults to bits per byte when the models' tokenizers differ
+    (the compare-models query decides), else nats per token.
 
     Example: layerdb chart heatmap -p model=EleutherAI/pythia-2.8b -o heatmap.html
     """
     from ..charts import write_chart
 
-    with open_store(ctx) as store:
+    with open_store(ctx) as store, shown_warnings():
         path = write_chart(store, kind, output, **params)
     console_err.print(f"wrote {kind} chart to {path}")
 
@@ -74,11 +80,20 @@ def _chart_kinds() -> str:
     width = max(len(kind) for kind in CHARTS) + 2
     lines = ["\b"]
     for kind, chart_kind in CHARTS.items():
-        text = f"{chart_kind.summary} (-p {', '.join(chart_kind.parameters)})"
+        names = [_shown(name, declared) for name, declared in chart_kind.parameters.items()]
+        text = f"{chart_kind.summary} (-p {', '.join(names)})"
         wrapped = textwrap.wrap(text, 88 - width)
         lines.append(f"{kind:<{width}}{wrapped[0]}")
         lines += [" " * width + line for line in wrapped[1:]]
     return "\n    ".join(lines)
+
+
+def _shown(name: str, declared: str) -> str:
+    """``unit=bpb|nats|relative`` for a parameter with choices, else its name."""
+    from ..named_queries import split_type
+
+    choices = split_type(declared)[1]
+    return f"{name}={'|'.join(choices)}" if choices else name
 
 
 chart.help = chart.help.replace("{kinds}", _chart_kinds())
@@ -87,15 +102,17 @@ chart.help = chart.help.replace("{kinds}", _chart_kinds())
 @click.command("report")
 @click.option("--model", "-m", "models", multiple=True, metavar="MODEL",
               help="A model to include; repeat for more (default: every model with results).")
+@param_option
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
               help="The HTML file to write.")
 @click.pass_context
-def report(ctx, models: tuple[str, ...], output: str) -> None:
+def report(ctx, models: tuple[str, ...], params: dict, output: str) -> None:
     """Write one self-contained HTML report (opens offline) comparing the models.
 
     Per model: summary (layers, checkpoints, eval set, provenance), duplicate-checkpoint and
     coverage warnings, the heatmap, the layer-loss chart, the most important layers and the
-    significant lowers-loss cases; across models the compare chart.
+    strongest significant lowers-loss cases; across models the compare chart, whose unit is
+    -p unit=bpb|nats|relative (default: bpb when the models' tokenizers differ, else nats).
 
     Example: layerdb report --model EleutherAI/pythia-160m --model EleutherAI/pythia-410m -o report.html
     """
@@ -103,8 +120,8 @@ def report(ctx, models: tuple[str, ...], output: str) -> None:
 
     if not output.lower().endswith((".html", ".htm")):
         raise LayerdbError(f"a report is an HTML file: give -o a path ending in .html, not {output}")
-    with open_store(ctx) as store:
-        path = write_report(store, output, list(models) or None)
+    with open_store(ctx) as store, shown_warnings():
+        path = write_report(store, output, list(models) or None, **params)
     console_err.print(f"wrote report to {path}")
 
 

@@ -1,12 +1,15 @@
 """Options and helpers shared by the commands."""
 from __future__ import annotations
 
+import contextlib
 import functools
+import warnings
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
-from ..errors import LayerdbError
+from ..errors import LayerdbError, LayerdbWarning
 from ..output import FORMATS, emit
 
 console = Console(soft_wrap=True)
@@ -54,6 +57,23 @@ def _parse_params(ctx, param, values) -> dict[str, str]:
     return params
 
 
+@contextlib.contextmanager
+def shown_warnings():
+    """Print each LayerdbWarning the library issues inside the block as one line on stderr;
+    other warnings go on as usual."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LayerdbWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, LayerdbWarning):
+                    console_err.print(f"[bold yellow]warning:[/] {escape(str(w.message))}",
+                                      highlight=False)
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
 def print_rows(df, fmt: str, output: str | None, title: str | None = None) -> None:
     emit(df, fmt, output, title=title, console=console)
     if output:
@@ -61,4 +81,4 @@ def print_rows(df, fmt: str, output: str | None, title: str | None = None) -> No
 
 
 __all__ = ["console", "console_err", "db_path", "open_store", "output_options", "param_option",
-           "print_rows", "LayerdbError"]
+           "print_rows", "shown_warnings", "LayerdbError"]

@@ -118,9 +118,9 @@ SELECT
     n_layers, n_tokens, run_id,
     n_sequences, p_value,
     -- Benjamini-Hochberg: q_(i) = min over j >= i of n_tests * p_(j) / j, within the study
-    least(1.0, min(p_value * n_tests / p_rank) OVER (
+    CASE WHEN p_value IS NOT NULL THEN least(1.0, min(p_value * n_tests / p_rank) OVER (
         PARTITION BY model, eval_set, method ORDER BY p_rank DESC
-        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)) AS q_value,
+        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)) END AS q_value,
     n_tests,
     loss * bpb_per_nat AS loss_bpb,
     baseline_loss * bpb_per_nat AS baseline_bpb,

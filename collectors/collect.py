@@ -231,9 +231,7 @@ class LocalExecutor:
             for i, revision in enumerate(revisions):
                 if prefetcher and i + 1 < len(revisions):
                     prefetcher.start(revisions[i + 1])
-                if i > 0:  # another collector may have done it meanwhile
-                    todo.update(plan.todo(run.db_path, [revision]) or {revision: None})
-                options = todo[revision]
+                options = todo[revision] if i == 0 else _still_to_do(plan, run.db_path, revision)
                 if options is None:
                     run.skip(revision, "completed meanwhile by another collector")
                     continue
@@ -248,6 +246,11 @@ class LocalExecutor:
         finally:
             if prefetcher:
                 prefetcher.wait()
+
+
+def _still_to_do(plan: Plan, db_path: str, revision: str) -> SweepOptions | None:
+    """What ``revision`` lacks now: another collector may have done some of it meanwhile."""
+    return plan.todo(db_path, [revision]).get(revision)
 
 
 def collect(db_path: str, model: str, *, executor=None, evict: bool = False, console=None,

@@ -6,8 +6,11 @@ moments and readers (``layerdb status/query/sql``) and other collectors can use 
 "duplicate" mean is defined once, in SQL: the named queries ``coverage`` and
 ``duplicate-checkpoints``.
 
-- ``completed(db_path, model, eval_set, method, components) -> set[str]``: revisions already done.
+- ``completed(db_path, model, eval_set, method, components) -> set[str]``: revisions already done
+  (a revision with another's weights is done when that one is).
 - ``write_rows(db_path, rows)``: one checkpoint's SweepRows in one transaction (all or nothing).
+- ``write_checkpoints(db_path, rows)``: checkpoints rows alone (revisions not swept), one transaction.
+- ``stored_checkpoints(db_path, model) -> list[dict]``: the store's checkpoints rows of a model.
 - ``duplicate_revisions(db_path, model) -> list[list[str]]``: revisions sharing weights.
 """
 from __future__ import annotations
@@ -16,32 +19,55 @@ from pathlib import Path
 
 from layerdb import Store
 from layerdb.named_queries import run_query
+from layerdb.schema import arrow_rows
 
 from .rows import SweepRows
 
 
 def completed(db_path: str, model: str, eval_set: str, method: str,
-              components: tuple[str, ...]) -> set[str]:
+              components: tuple[str, ...], duplicates_done: bool = True) -> set[str]:
     """Revisions of ``model`` whose baseline and ``components`` are complete on ``eval_set``
-    (the ``coverage`` query); no store = none."""
+    (the ``coverage`` query), and, with ``duplicates_done``, the revisions marked with the weights
+    of such a revision; no store = none."""
     if not Path(db_path).exists():
         return set()
     with Store.open(db_path, read_only=True) as store:
-        return _completed(store, model, eval_set, method, components)
+        return _completed(store, model, eval_set, method, components, duplicates_done)
 
 
 def _completed(store: Store, model: str, eval_set: str, method: str,
-               components: tuple[str, ...]) -> set[str]:
+               components: tuple[str, ...], duplicates_done: bool = True) -> set[str]:
     coverage = run_query(store, "coverage", model=model, eval_set=eval_set)
     mine = coverage[(coverage["method"] == method) & coverage["baseline"].astype(bool)]
-    return {revision for revision, complete in zip(mine["revision"], mine["complete"])
+    done = {revision for revision, complete in zip(mine["revision"], mine["complete"])
             if set(components) <= set(complete.split(","))}
+    if duplicates_done:
+        marked = coverage[coverage["same_weights_as"].notna()]
+        done |= {revision for revision, kept_by in zip(marked["revision"], marked["same_weights_as"])
+                 if kept_by in done}
+    return done
 
 
 def write_rows(db_path: str, rows: SweepRows) -> None:
     """Write one checkpoint's rows in one transaction; creates the store if there is none."""
     with Store.open(db_path) as store:
         store.write_checkpoint(**rows.as_kwargs())
+
+
+def write_checkpoints(db_path: str, rows: list[dict]) -> None:
+    """``checkpoints`` rows alone (revisions marked with another's weights), in one transaction."""
+    if rows:
+        with Store.open(db_path) as store:
+            store.write_tables({"checkpoints": arrow_rows("checkpoints", rows)})
+
+
+def stored_checkpoints(db_path: str, model: str) -> list[dict]:
+    """The store's ``checkpoints`` rows of ``model`` (none without a store)."""
+    if not Path(db_path).exists():
+        return []
+    with Store.open(db_path, read_only=True) as store:
+        return store.arrow("SELECT * FROM checkpoints WHERE model = :model ORDER BY revision",
+                           model=model).to_pylist()
 
 
 def duplicate_revisions(db_path: str, model: str) -> list[list[str]]:
@@ -51,4 +77,4 @@ def duplicate_revisions(db_path: str, model: str) -> list[list[str]]:
         return []
     with Store.open(db_path, read_only=True) as store:
         dupes = run_query(store, "duplicate-checkpoints", model=model)
-    return [list(group["revision"]) for _, group in dupes.groupby("weights_fingerprint", sort=False)]
+    return [list(group["revision"]) for _, group in dupes.groupby("keeper", sort=False)]

@@ -71,7 +71,7 @@ def dying_task(marker_dir: Path, deaths: dict[str, int]):
     """A stand-in for ray_executor.sweep_task that SIGKILLs its worker (as the OOM killer would)
     on the first ``deaths[revision]`` attempts of a revision, then runs the real task.  Defined
     here, in the test, so Ray ships it to the workers by value; marker files count attempts."""
-    def task(plan, revision, evict=False):
+    def task(plan, revision, evict=False, hints=None):
         import os
         import signal
 
@@ -81,7 +81,7 @@ def dying_task(marker_dir: Path, deaths: dict[str, int]):
         (marker_dir / f"{revision}.{attempt}").touch()
         if attempt < deaths.get(revision, 0):
             os.kill(os.getpid(), signal.SIGKILL)
-        return real.sweep_task(plan, revision, evict)
+        return real.sweep_task(plan, revision, evict, hints)
     return task
 
 

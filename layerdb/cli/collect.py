@@ -49,7 +49,10 @@ FAMILY_LIST = supported()
               help="Where to run; auto = the first GPU if there is one.")
 @click.option("--evict", is_flag=True,
               help="Delete each finished revision's files from the HF cache (a full Pythia-2.8B "
-                   "sweep is ~860 GB).")
+                   "sweep is ~860 GB), keeping the files that revisions still to come share.")
+@click.option("--sweep-duplicates", is_flag=True,
+              help="Also download and sweep revisions whose weights are another revision's (they "
+                   "stay marked, and the charts leave them out).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: checkpoint after checkpoint in this process. ray: one Ray task per "
                    "checkpoint, one GPU each where the cluster has GPUs (needs "
@@ -67,7 +70,8 @@ FAMILY_LIST = supported()
 @click.pass_context
 def collect(ctx, model: str, revisions: tuple[str, ...], steps: str | None, data: str | None,
             tokens: int, seq_len: int | None, batch_size: int, components: str, dtype: str,
-            device: str, evict: bool, executor: str, ray_address: str | None,
+            device: str, evict: bool, sweep_duplicates: bool, executor: str,
+            ray_address: str | None,
             cpus_per_task: int | None, max_retries: int | None) -> None:
     """Sweep MODEL's checkpoints: the loss with nothing ablated and with each layer's block,
     attention or MLP removed, one transaction per checkpoint.
@@ -76,6 +80,13 @@ def collect(ctx, model: str, revisions: tuple[str, ...], steps: str | None, data
     HF_HUB_OFFLINE apply) or a local checkpoint folder. Checkpoints already complete for the same
     eval set are skipped, so re-running resumes. The store is held only while a checkpoint's rows
     are written: query it while a sweep runs.
+
+    Before any download, the weights of every planned revision are audited on the hub (see
+    `layerdb audit`): of revisions with identical weights only the one with the highest step is
+    downloaded and swept; the others get a checkpoint row marked with its name (same_weights_as)
+    and no results. Where the hub gives no digest, identical weights found after loading are not
+    swept either. A download failing with a server error is tried 4 times in all, 1, 4 and 16 s
+    apart; a revision that still fails is reported at the end and the others are collected.
 
     Families: {families}.
 
@@ -107,10 +118,13 @@ def collect(ctx, model: str, revisions: tuple[str, ...], steps: str | None, data
     report = run_collect(db_path(ctx), model, executor=chosen, revisions=revisions, steps=steps,
                          data=data, tokens=tokens, seq_len=seq_len, batch_size=batch_size,
                          components=tuple(names), dtype=dtype, device=device, evict=evict,
-                         console=console_err)
+                         sweep_duplicates=sweep_duplicates, console=console_err)
+    not_swept = sum(r not in report.written for r in report.duplicates)
     console.print(
         f"{report.model}: {len(report.written)} checkpoint(s) collected, {len(report.skipped)} "
-        f"already complete, eval set {report.eval_set}", highlight=False)
+        f"already complete" + (f", {not_swept} not swept (another revision's weights)"
+                               if not_swept else "")
+        + f", eval set {report.eval_set}", highlight=False)
 
 
 collect.help = collect.help.replace("{families}", FAMILY_LIST)

@@ -35,18 +35,22 @@ PANEL_WIDTH = 250
 STEP_LABEL = ("datum.value >= 1000 ? format(datum.value / 1000, ',~r') + 'k' "
               ": format(datum.value, ',~r')")
 
+# Revisions marked with another's weights (same_weights_as; query duplicate-checkpoints) are left
+# out: their results would draw the kept revision's profile at their own step.
 ABLATIONS_SQL = """
 SELECT revision, step, component, layer, depth, baseline_loss, loss, delta,
        delta_ci_low, delta_ci_high, significant
 FROM ablations
-WHERE model = :model AND eval_set = :eval_set AND span = 1
+WHERE model = :model AND eval_set = :eval_set AND span = 1 AND same_weights_as IS NULL
   AND (CAST(:component AS VARCHAR) IS NULL OR component = :component)
 ORDER BY step NULLS LAST, revision, component, layer
 """
 BASELINES_SQL = """
-SELECT revision, step, loss FROM results
-WHERE model = :model AND eval_set = :eval_set AND component = 'none' AND span = 1
-ORDER BY step NULLS LAST, revision
+SELECT r.revision, r.step, r.loss FROM results r
+WHERE r.model = :model AND r.eval_set = :eval_set AND r.component = 'none' AND r.span = 1
+  AND NOT EXISTS (SELECT 1 FROM checkpoints c WHERE c.model = r.model
+                  AND c.revision = r.revision AND c.same_weights_as IS NOT NULL)
+ORDER BY r.step NULLS LAST, r.revision
 """
 LATEST_SQL = """
 WITH chosen AS (

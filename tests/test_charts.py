@@ -134,3 +134,16 @@ def test_compare_keeps_a_model_known_only_by_a_local_revision(db_path):
     (values,) = spec["datasets"].values()
     assert {row["model_label"] for row in values} == {"local/tiny (2 layers, local)"}
     assert len(values) == 6
+
+
+def test_charts_leave_out_revisions_with_another_revisions_weights(marked_db):
+    from layerdb.charts import training_chart
+
+    def steps(chart) -> set:
+        (values,) = chart_spec(chart)["datasets"].values()
+        return {row.get("step") for row in values}
+
+    with Store.open(marked_db, read_only=True) as store:  # acme/small step2 is marked (step4's)
+        assert steps(heatmap_chart(store, model="acme/small")) == {0, 1, 4}
+        assert steps(layer_loss_chart(store, model="acme/small")) == {0, 1, 4}
+        assert steps(training_chart(store, model="acme/small")) == {0, 1, 4}

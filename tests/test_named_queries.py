@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
@@ -222,3 +223,40 @@ def test_cli_query_mistakes_are_one_line(results_db, args, message):
     result = CliRunner().invoke(main, ["--db", results_db, *args])
     assert result.exit_code == 1
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_coverage_and_duplicates_of_revisions_marked_by_collect(marked_db):
+    from layerdb import Store
+
+    with Store.open(marked_db, read_only=True) as store:
+        coverage = run_query(store, "coverage", model=S)
+        on_set = run_query(store, "coverage", model=S, eval_set="es-small")
+        dupes = run_query(store, "duplicate-checkpoints", model=S)
+    cols = ["revision", "eval_set", "result_rows", "complete", "missing", "same_weights_as"]
+    assert rows(coverage, cols) == [
+        ("step0", "es-small", 13, "block,attn,mlp", "", None),
+        ("step1", "es-small", 13, "block,attn,mlp", "", None),
+        ("step2", "es-small", 13, "block,attn,mlp", "", "step4"),
+        ("step4", "es-small", 13, "block,attn,mlp", "", None),
+        ("main", None, 0, "", "duplicate of step4 (not swept)", "step4"),
+    ]
+    assert rows(on_set, cols) == rows(coverage, cols)  # a duplicate is done for every eval set
+    cols = ["revision", "step", "group_size", "same_weights_as", "keeper", "swept",
+            "weights_digest"]
+    assert rows(dupes, cols) == [
+        ("step2", 2, 3, "step4, main", "step4", True, "digest-fp-final"),
+        ("step4", 4, 3, "step2, main", "step4", True, "digest-fp-final"),
+        ("main", pd.NA, 3, "step2, step4", "step4", False, "digest-fp-final"),
+    ]
+
+
+def test_unmarked_duplicates_are_kept_by_the_highest_step(results_store):
+    dupes = run_query(results_store, "duplicate-checkpoints", model=S)
+    assert rows(dupes, ["revision", "keeper", "swept"]) == [("step2", "step4", True),
+                                                           ("step4", "step4", True)]
+
+
+def test_status_shows_duplicates(marked_db):
+    result = CliRunner().invoke(main, ["--db", marked_db, "status", S, "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    assert "main,,,,4,0,False,,duplicate of step4 (not swept),step4" in result.output

@@ -81,3 +81,14 @@ def test_report_renders_in_headless_chromium(report_html, tmp_path):
     assert charts == 5 and drawn == 5, f"{drawn} of {charts} charts drawn"
     fills = set(re.findall(r'fill="([^"]+)"', dom))
     assert len(fills) >= 20, f"only {len(fills)} distinct fill colours: a blank page?"
+
+
+def test_report_names_revisions_with_another_revisions_weights(marked_db):
+    from layerdb import Store
+
+    with Store.open(marked_db, read_only=True) as store:
+        page = build_report(store, ["acme/small"]).split("</script>", 1)[1]
+    assert ("<b>Same weights:</b> step2, main serve the weights of step4, which keeps the "
+            "results; not swept: main; swept anyway, left out of the charts: step2.") in page
+    assert "<dt>another&#x27;s weights</dt><dd>2</dd>" in page
+    assert "Incomplete" not in page

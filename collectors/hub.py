@@ -23,6 +23,7 @@ import re
 import shutil
 import threading
 import time
+import warnings
 from pathlib import Path
 
 from layerdb.errors import LayerdbError, first_line
@@ -34,6 +35,9 @@ PREFETCH_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"
 DOWNLOAD_TRIES = 4
 DOWNLOAD_BACKOFF_S = 1.0  # waits of 1, 4, 16 s between the tries
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
+# The client warns before a download the free space may not hold; a disk that really fills
+# raises DiskFull, one line.
+warnings.filterwarnings("ignore", message="Not enough free disk space", category=UserWarning)
 
 
 class DownloadFailed(LayerdbError):
@@ -77,7 +81,7 @@ def download_revision(repo_id: str, revision: str, patterns: list[str] | None = 
                 raise
             if attempt + 1 == tries:
                 raise DownloadFailed(f"download failed {tries} times, the last with "
-                                     f"{type(exc).__name__}: {first_line(exc)}") from None
+                                     f"{_describe(exc)}") from None
             time.sleep(backoff_s() * 4 ** attempt)
     return None
 
@@ -88,6 +92,13 @@ def _disk_full(exc: BaseException | None) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def _describe(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if getattr(response, "status_code", None) is not None:
+        return f"{type(exc).__name__}: HTTP {response.status_code} {response.reason_phrase}"
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def _permanent(exc: Exception) -> bool:

@@ -42,8 +42,15 @@ def audit(ctx, model: str, revisions: tuple[str, ...], steps: str | None, fmt: s
     unknown = int(table["weights_digest"].isna().sum())
     console_err.print(
         f"{len(table)} revision(s): {len(duplicates)} with another's weights "
-        f"({int(duplicates['weight_bytes'].fillna(0).sum()) / 1e9:.2f} GB that collect would not "
+        f"({_size(int(duplicates['weight_bytes'].fillna(0).sum()))} that collect would not "
         f"download), {unknown} with a digest unknown until loaded", highlight=False)
+
+
+def _size(n: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def register(main) -> None:

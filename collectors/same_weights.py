@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
+from layerdb.errors import LayerdbError
 from layerdb.revisions import parse_revision
 from layerdb.schema import arrow_rows
 
@@ -78,7 +79,10 @@ class SameWeights:
             self._with.setdefault(kept_by, []).append(row)
             if kept_by not in todo and kept_by not in sweep:
                 sweep.append(kept_by)
-                self.audits.update(audit_revisions(self.ref, [kept_by]))
+                try:  # for its download patterns and blobs; without, the defaults serve
+                    self.audits.update(audit_revisions(self.ref, [kept_by]))
+                except LayerdbError:
+                    pass
                 say(f"{revision} has the weights of {kept_by}, which keeps their results: "
                     f"sweeping {kept_by}", highlight=False)
         for revision, row in self.stored.items():  # stored rows whose keeper changed

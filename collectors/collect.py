@@ -153,12 +153,14 @@ def prepare(model: str, *, revisions=(), steps: str | None = None, data: str | N
 
 
 def run_checkpoint(plan: Plan, revision: str, on_pass=None, *, patterns: list[str] | None = None,
-                   kept: dict[str, tuple[str, int | None]] | None = None) -> SweepRows:
-    """Download ``plan.ref@revision``'s ``patterns`` (retried; offline: the cache), load it, sweep
-    it on the plan's tokens, free the model.  Device and dtype are resolved here, so a plan
-    prepared on one machine runs on another's accelerator.  ``kept``: fingerprint -> (revision,
-    step) of kept revisions; loaded weights equal to one that keeps them raise DuplicateWeights."""
-    if not plan.ref.local:
+                   kept: dict[str, tuple[str, int | None]] | None = None,
+                   download: bool = True) -> SweepRows:
+    """Download ``plan.ref@revision``'s ``patterns`` (retried; offline: the cache; ``download``
+    False: the caller did), load it, sweep it on the plan's tokens, free the model.  Device and
+    dtype are resolved here, so a plan prepared on one machine runs on another's accelerator.
+    ``kept``: fingerprint -> (revision, step) of kept revisions; loaded weights equal to one that
+    keeps them raise DuplicateWeights."""
+    if download and not plan.ref.local:
         download_revision(plan.ref.source, revision, patterns)
     device = pick_device(plan.device)
     if device == "cpu":
@@ -240,8 +242,9 @@ class Collection:
 
 
 class LocalExecutor:
-    """Checkpoint after checkpoint in this process; the next revision downloads meanwhile
-    (``prefetch=False``: each one downloads when its turn comes)."""
+    """Checkpoint after checkpoint in this process: once a revision's files are in, the next
+    revision downloads while it is loaded and swept (``prefetch=False``: each one downloads when
+    its turn comes)."""
 
     def __init__(self, prefetch: bool = True):
         self.prefetch = prefetch
@@ -256,16 +259,20 @@ class LocalExecutor:
                not run.weights.sweep_duplicates)
         try:
             for i, revision in enumerate(todo):
-                if prefetcher and i + 1 < len(todo):
-                    prefetcher.start(todo[i + 1], run.weights.patterns(todo[i + 1]))
                 if i > 0 and revision in completed(run.db_path, *key):
                     run.skip(revision, "completed meanwhile by another collector")
                     continue
                 run.progress.start_checkpoint(revision, plan.n_passes)
+                patterns = run.weights.patterns(revision)
                 try:
+                    if prefetcher:
+                        prefetcher.wait()  # this revision's prefetch, if it was the next
+                        download_revision(plan.ref.source, revision, patterns)
+                        if i + 1 < len(todo):
+                            prefetcher.start(todo[i + 1], run.weights.patterns(todo[i + 1]))
                     rows = run_checkpoint(plan, revision, on_pass=run.progress.advance,
-                                          patterns=run.weights.patterns(revision),
-                                          kept=run.weights.kept_fingerprints())
+                                          patterns=patterns, kept=run.weights.kept_fingerprints(),
+                                          download=prefetcher is None)
                 except DuplicateWeights as dup:
                     run.duplicate(dup)
                     continue

@@ -327,8 +327,8 @@ def _summary(report: CollectReport, say) -> None:
         return
     not_swept = sum(r not in report.written for r in report.duplicates)
     say(f"summary: {len(report.written)} checkpoint(s) written, {len(report.skipped)} already "
-        f"complete, {not_swept} with another's weights, {len(report.failed)} failed",
-        highlight=False)
+        f"complete, " + (f"{not_swept} with another's weights, " if not_swept else "")
+        + f"{len(report.failed)} failed", highlight=False)
     for revision, why in report.failed.items():
         say("  " + _failed_line(revision, why), highlight=False)
 

@@ -120,7 +120,7 @@ def test_a_killed_worker_is_retried_and_nothing_is_duplicated(tmp_path, request_
     assert sorted(report.written) == ["step0", "step1", "step2"] and not report.failed
     with Store.open(db, read_only=True) as store:
         assert store.table_counts() == {"models": 1, "checkpoints": 3, "eval_sets": 1, "runs": 3,
-                                        "results": 3 * ROWS}
+                                        "results": 3 * ROWS, "layer_metrics": 0}
     twice = "SELECT revision, component, layer FROM results GROUP BY ALL HAVING count(*) > 1"
     assert sql(db, twice).empty
 
@@ -205,3 +205,21 @@ def test_tasks_see_this_process_hf_settings(monkeypatch):
     env = ray_executor._task_runtime_env()["runtime_env"]["env_vars"]
     assert env["HF_HOME"] == "/somewhere/hf" and env["HF_HUB_OFFLINE"] == "1"
     assert "HF_HUB_CACHE" not in env
+
+
+def test_revisions_with_another_revisions_weights_are_not_swept_on_ray_either(
+        tmp_path, request_for, ray_cluster):
+    from collectors.collect import prepare
+    from collectors.same_weights import DuplicateWeights
+
+    db = str(tmp_path / "s.duckdb")
+    report = collect_api(db, **request_for("step2", "step4"), executor=RayExecutor())
+    assert report.written == ["step4"] and report.duplicates == {"step2": "step4"}
+    assert stored_revisions(db) == ["step4"]
+    # found after loading: the task returns the duplicate instead of sweeping it
+    fingerprint = sql(db, "SELECT weights_fingerprint FROM checkpoints WHERE revision = 'step4'")
+    kept = {fingerprint.iloc[0, 0]: ("step4", 4)}
+    dup, freed = ray_executor.sweep_task(prepare(**request_for("step2")), "step2", False,
+                                         {"kept": kept})
+    assert isinstance(dup, DuplicateWeights) and (dup.revision, dup.same_as, freed) == (
+        "step2", "step4", 0)

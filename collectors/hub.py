@@ -6,7 +6,8 @@ evict finished ones.
   whole chunk above) but not a 5xx on a file or on the revision's info: a failed download is tried
   again up to ``DOWNLOAD_TRIES`` times in all, ``DOWNLOAD_BACKOFF_S`` x 1, 4, 16 ... seconds apart
   (``LAYERDB_DOWNLOAD_BACKOFF_S`` overrides the base), then fails with ``DownloadFailed``.  A model,
-  revision or file the hub does not know is not retried.  A full disk raises ``DiskFull`` at once.
+  revision or file the hub does not know (or refuses) fails at once, as ``DownloadFailed`` too.  A
+  full disk raises ``DiskFull`` at once.
 - ``Prefetcher``: one revision downloads in a background thread while the current one is swept
   (one try: the download before the load retries and reports).
 - ``evict_revision(repo_id, revision, keep)``: delete a revision's snapshot, its refs and the blobs
@@ -77,8 +78,8 @@ def download_revision(repo_id: str, revision: str, patterns: list[str] | None = 
                 raise DiskFull(f"the disk of the HF cache ({constants.HF_HUB_CACHE}) is full: "
                                f"downloading {repo_id}@{revision} stopped, nothing of it was "
                                "stored; free space (or collect with --evict) and run again") from None
-            if _permanent(exc):
-                raise
+            if _permanent(exc):  # unknown model, revision or file; no access: no retry
+                raise DownloadFailed(f"download refused: {_describe(exc)}") from None
             if attempt + 1 == tries:
                 raise DownloadFailed(f"download failed {tries} times, the last with "
                                      f"{_describe(exc)}") from None

@@ -126,6 +126,9 @@ def audit_revisions(ref: ModelRef, revisions: Iterable[str]) -> dict[str, Revisi
     from huggingface_hub import constants
 
     online = not constants.HF_HUB_OFFLINE
+    if not online and not repo_cache_dir(ref.source).exists():
+        raise LayerdbError(f"unknown model {ref.source}: not a local folder and not found on the "
+                           "hub (HF_HUB_OFFLINE is set and it is not in the HF cache)")
     commits = _branch_commits(ref.source) if online else {}
     audits = {}
     for revision in revisions:

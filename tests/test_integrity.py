@@ -12,7 +12,7 @@ from collectors.checkpoints import ModelRef
 from collectors.integrity import (RevisionWeights, assign_keepers, audit_revisions, keeper,
                                   weight_files, weights_digest)
 from collectors.same_weights import SameWeights
-from layerdb import Store
+from layerdb import LayerdbError, Store
 
 MODEL = "acme/pythia"
 REF = ModelRef(MODEL, MODEL, False)
@@ -62,6 +62,11 @@ def test_offline_the_digest_comes_from_the_cache_blob_names(tiny_hub):
     assert audits["step2"].digest == audits["step4"].digest != audits["step1"].digest
     assert [a.source for a in audits.values()] == ["cache"] * 3
     assert audits["step2"].files == ("model.safetensors",) and audits["step2"].bytes > 0
+    with pytest.raises(LayerdbError, match="unknown model acme/none: .* not in the HF cache"):
+        audit_revisions(ModelRef("acme/none", "acme/none", False), ["main"])
+    with pytest.raises(LayerdbError, match=r"unknown revision step3 of layerdb-test/tiny-gpt-neox "
+                                           r"\(nearest known: step2, step4; 6 known\)"):
+        audit_revisions(ref, ["step3"])
 
 
 CREATED = dt.datetime(2026, 1, 1)

@@ -21,6 +21,8 @@ The public API, in the order a run uses it (each module's docstring has the deta
 
 Lower down: ``checkpoints`` (resolve_model, plan_revisions, load_checkpoint, weights_fingerprint),
 ``eval_tokens`` (read_documents, build_eval_tokens), ``sweep`` (sweep_checkpoint, sweep_losses,
-SweepOptions), ``families`` (Family, family_for), ``hub`` (Prefetcher, evict_revision),
-``ray_executor`` (RayExecutor), ``demo`` (the offline demo).
+SweepOptions), ``families`` (Family, family_for), ``hub`` (download_revision, Prefetcher,
+evict_revision), ``integrity`` (audit_revisions, the weights digest and the keep rule),
+``same_weights`` (collect's bookkeeping of identical weights), ``ray_executor`` (RayExecutor),
+``demo`` (the offline demo).
 """

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from layerdb.errors import LayerdbError, first_line
-from layerdb.revisions import PYTHIA_STEPS, parse_revision, select_steps
+from layerdb.revisions import PYTHIA_STEPS, nearest_revisions, parse_revision, select_steps
 
 from .families import Family, family_for
 from .hub_cache import repo_cache_dir
@@ -206,10 +206,18 @@ def _explain_load_error(ref: ModelRef, revision: str, exc: Exception) -> str:
         where = " (HF_HUB_OFFLINE is set and it is not in the HF cache)" if constants.HF_HUB_OFFLINE else ""
         return f"unknown model {ref.source}: not a local folder and not found on the hub{where}"
     if "RevisionNotFound" in name or (constants.HF_HUB_OFFLINE and not _cached(repo_dir, revision)):
-        known = sorted(known_revisions(ref.source) or ())
-        shown = ", ".join(known[:8]) + (" ..." if len(known) > 8 else "")
-        return f"unknown revision {revision} of {ref.source} (known: {shown or 'none'})"
+        return unknown_revision_message(ref.source, revision)
     return f"cannot load {ref.source}@{revision}: {text}"
+
+
+def unknown_revision_message(repo_id: str, revision: str) -> str:
+    """One line naming an unknown revision and the nearest known ones."""
+    known = known_revisions(repo_id) or set()
+    if not known:
+        return f"unknown revision {revision} of {repo_id} (no known revisions)"
+    near = nearest_revisions(revision, known)
+    return (f"unknown revision {revision} of {repo_id} (nearest known: {', '.join(near)}; "
+            f"{len(known)} known)")
 
 
 def _cached(repo_dir: Path, revision: str) -> bool:

@@ -29,6 +29,7 @@ from layerdb.errors import LayerdbError, first_line
 
 from .collect import Collection, Plan, run_checkpoint
 from .hub import evict_revision
+from .same_weights import DuplicateWeights
 from .settings import DEFAULT_CPUS_PER_TASK, DEFAULT_MAX_RETRIES, MAX_RETRIES_LIMIT
 
 RAY_MISSING = "--executor ray needs Ray, which is not installed: pip install 'layerdb[ray]'"
@@ -90,16 +91,26 @@ def task_resources(device: str, cluster_gpus: float, cpus_per_task: int) -> tupl
     return {"num_cpus": cpus_per_task, "num_gpus": 1}, "cuda"
 
 
-def sweep_task(plan: Plan, revision: str, options=None, evict: bool = False):
-    """One checkpoint, on a Ray worker: (SweepRows, bytes evicted from this node's HF cache)."""
+def sweep_task(plan: Plan, revision: str, options=None, evict: bool = False,
+               hints: dict | None = None):
+    """One checkpoint, on a Ray worker, swept with ``options`` (default: the plan's): (SweepRows,
+    or DuplicateWeights when its loaded weights are a kept revision's; bytes evicted from this
+    node's HF cache).  ``hints``: run_checkpoint's ``patterns`` and ``kept``, and ``keep``, the
+    blobs the run's other revisions need."""
+    hints = hints or {}
     try:
-        rows = run_checkpoint(plan, revision, options=options)
+        rows = run_checkpoint(plan, revision, options=options, patterns=hints.get("patterns"),
+                              kept=hints.get("kept"))
+    except DuplicateWeights as dup:
+        rows = dup
     except LayerdbError:
-        raise  # bad weights, NaN loss, unknown revision: the same on every try
+        raise  # bad weights, NaN loss, unknown revision, downloads retried: the same on every try
     except (OSError, RuntimeError) as exc:  # CUDA errors, I/O: may pass on another try or node
         raise TransientTaskError(f"{type(exc).__name__}: {first_line(exc)}") from None
-    # evicted from this node's cache; blobs that other revisions there still use are kept
-    freed = evict_revision(plan.ref.source, revision) if evict and not plan.ref.local else 0
+    # evicted from this node's cache; blobs that other revisions there still use are kept, and
+    # so are those the run's other revisions need
+    freed = (evict_revision(plan.ref.source, revision, hints.get("keep", frozenset()))
+             if evict and not plan.ref.local else 0)
     return rows, freed
 
 
@@ -138,8 +149,12 @@ class RayExecutor:
             task_options = dict(resources, max_retries=self.max_retries,
                                 retry_exceptions=[TransientTaskError], **_task_runtime_env())
             task = ray.remote(sweep_task)
+            kept = run.weights.kept_fingerprints()
             tasks = {task.options(**task_options, name=f"layerdb {run.plan.ref.name}@{r}")
-                     .remote(plan_ref, r, options, run.evict): r for r, options in todo.items()}
+                     .remote(plan_ref, r, options, run.evict,
+                             dict(patterns=run.weights.patterns(r), kept=kept,
+                                  keep=run.weights.blobs_needed(set(todo) - {r}))): r
+                     for r, options in todo.items()}
             self._write_as_they_arrive(ray, tasks, run)
 
     def _write_as_they_arrive(self, ray, tasks: dict, run: Collection) -> None:
@@ -153,6 +168,9 @@ class RayExecutor:
                         rows, freed = ray.get(ref)
                     except Exception as exc:  # the task failed for good (retries spent, bad input)
                         run.fail(tasks[ref], _why(ray, exc, self.max_retries))
+                        continue
+                    if isinstance(rows, DuplicateWeights):
+                        run.duplicate(rows)
                         continue
                     stats = rows.runs.to_pylist()[0]
                     run.write(rows, freed=freed, where=f", swept in {stats['wall_seconds']:.1f}s "

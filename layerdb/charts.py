@@ -42,6 +42,8 @@ SLIDER_LABELS = 12  # at most about this many step labels under the slider
 STEP_LABEL = ("datum.value >= 1000 ? format(datum.value / 1000, ',~r') + 'k' "
               ": format(datum.value, ',~r')")
 
+# Revisions marked with another's weights (same_weights_as; query duplicate-checkpoints) are left
+# out: their results would draw the kept revision's profile at their own step.
 ABLATIONS_SQL = """
 SELECT revision, step, component, layer, depth, baseline_loss, loss, delta,
        delta_ci_low, delta_ci_high, significant

@@ -29,8 +29,13 @@ PARAMETERS = {"unit": UNIT_TYPE}  # -p KEY=VALUE: the compare chart's unit
 MODEL_SQL = "SELECT * FROM models WHERE model = :model"
 CHECKPOINTS_SQL = """
 SELECT count(DISTINCT revision) AS collected, min(step) AS first_step, max(step) AS last_step,
-       (SELECT count(*) FROM checkpoints c WHERE c.model = :model) AS known
+       (SELECT count(*) FROM checkpoints c WHERE c.model = :model) AS known,
+       (SELECT count(*) FROM checkpoints c WHERE c.model = :model
+          AND c.same_weights_as IS NOT NULL) AS same_weights
 FROM results WHERE model = :model
+"""
+MARKED_SQL = """
+SELECT revision FROM checkpoints WHERE model = :model AND same_weights_as IS NOT NULL
 """
 EVAL_SETS_SQL = """
 SELECT r.eval_set, e.name, e.source, e.tokenizer, e.n_sequences, e.seq_len, e.n_tokens,
@@ -206,7 +211,7 @@ def _summary_cards(store, model: str) -> str:
         ("parallel" if m.get("parallel_residual") else "sequential"),
     }
     checkpoints = {"collected": ckpt["collected"], "known": ckpt["known"],
-                   "steps": _step_range(ckpt)}
+                   "another's weights": ckpt["same_weights"] or None, "steps": _step_range(ckpt)}
     cards = [_card("Architecture", architecture), _card("Checkpoints", checkpoints)]
     for _, s in sets.iterrows():
         cards.append(_card(f"Eval set {s['name'] if isinstance(s['name'], str) else ''}", {
@@ -226,12 +231,11 @@ def _summary_cards(store, model: str) -> str:
 def _warnings(store, model: str) -> str:
     notes = []
     dupes = run_query(store, "duplicate-checkpoints", model=model)
-    for fingerprint, group in dupes.groupby("weights_fingerprint", sort=False):
-        revisions = ", ".join(group["revision"])
-        notes.append(f"<b>Same weights:</b> {_e(revisions)} share the fingerprint "
-                     f"<code>{_e(str(fingerprint)[:16])}</code>; their results are not "
-                     "independent evidence about training.")
+    marked = set(store.sql(MARKED_SQL, model=model)["revision"])
+    for keeper, group in dupes.groupby("keeper", sort=False):
+        notes.append(_same_weights_note(keeper, group, marked))
     coverage = run_query(store, "coverage", model=model)
+    coverage = coverage[coverage["same_weights_as"].isna()]  # duplicates: noted above
     parts = [[part for part in missing.split("; ") if part]
              for missing in coverage["missing"].fillna("")]
     lacking = [(revision, [p for p in mine if not p.startswith("metrics")])
@@ -270,6 +274,24 @@ def _fdr_note(store, model: str) -> str:
                 "interval, uncorrected.</p>")
     return (f"<p class='hint'>Significant: Benjamini-Hochberg q ≤ {FDR} (false-discovery rate "
             f"{FDR:.0%}), corrected for every test of the study: {counts}.</p>")
+
+
+def _same_weights_note(keeper: str, group: pd.DataFrame, marked: set[str]) -> str:
+    others = group[group["revision"] != keeper]
+    if not marked & set(group["revision"]):  # found in the store, not marked by collect
+        weights = group["weights_digest"].dropna().tolist() or group["weights_fingerprint"].tolist()
+        return (f"<b>Same weights:</b> {_e(', '.join(group['revision']))} share the weights "
+                f"<code>{_e(str(weights[0])[:16])}</code>; their results are not independent "
+                "evidence about training.")
+    not_swept = others.loc[~others["swept"].astype(bool), "revision"].tolist()
+    swept = others.loc[others["swept"].astype(bool), "revision"].tolist()
+    note = (f"<b>Same weights:</b> {_e(', '.join(others['revision']))} serve the weights of "
+            f"{_e(keeper)}, which keeps the results")
+    if not_swept:
+        note += f"; not swept: {_e(', '.join(not_swept))}"
+    if swept:
+        note += f"; swept anyway, left out of the charts: {_e(', '.join(swept))}"
+    return note + "."
 
 
 def _top_layers(store, model: str) -> str:

@@ -60,5 +60,27 @@ def select_steps(spec: str, all_steps: list[int]) -> list[int]:
     known = set(all_steps)
     missing = [s for s in steps if s not in known]
     if missing:
-        raise ValueError(f"step(s) {missing} are not in the checkpoint schedule")
+        near = sorted({n for s in missing for n in nearest_steps(s, all_steps)})
+        raise ValueError(f"step(s) {missing} are not in the checkpoint schedule (nearest: "
+                         f"{', '.join(map(str, near))})")
     return steps
+
+
+def nearest_steps(step: int, all_steps) -> list[int]:
+    """The closest step of ``all_steps`` below ``step`` and the closest above (where they exist)."""
+    below = [s for s in all_steps if s < step]
+    above = [s for s in all_steps if s > step]
+    return ([max(below)] if below else []) + ([min(above)] if above else [])
+
+
+def nearest_revisions(revision: str, known, n: int = 3) -> list[str]:
+    """The known revisions nearest ``revision``: by step when its name carries one (the closest
+    below and above), else by spelling."""
+    import difflib
+
+    known = sorted(known)
+    step = parse_revision(revision).step
+    by_step = {parse_revision(r).step: r for r in reversed(known) if parse_revision(r).step is not None}
+    if step is not None and by_step:
+        return [by_step[s] for s in nearest_steps(step, by_step)]
+    return difflib.get_close_matches(revision, known, n=n, cutoff=0.5) or known[:n]

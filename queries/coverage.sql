@@ -10,7 +10,10 @@
 -- once any swap row exists) and metrics (the per-layer metrics at every layer, and the angular
 -- distance for every span listed). `baseline` says whether the no-ablation row is there. A
 -- checkpoint that is known but has no results at all is listed with eval_set NULL and
--- "everything" missing.
+-- "everything" missing. A revision serving the same weights as another (`same_weights_as`, see
+-- the query duplicate-checkpoints) is done for every eval set when that one is complete: its
+-- results are that revision's. Without results of its own it is listed (for any eval set) as
+-- "duplicate of REVISION (not swept)".
 WITH groups AS (
     SELECT model, revision, eval_set, method, max(step) AS step, count(*) AS result_rows,
            bool_or(component = 'none') AS baseline
@@ -20,7 +23,7 @@ WITH groups AS (
     GROUP BY model, revision, eval_set, method
     UNION ALL
     SELECT c.model, c.revision, NULL, NULL, c.step, 0, false FROM checkpoints c
-    WHERE CAST(:eval_set AS VARCHAR) IS NULL
+    WHERE (CAST(:eval_set AS VARCHAR) IS NULL OR c.same_weights_as IS NOT NULL)
       AND (CAST(:model AS VARCHAR) IS NULL OR c.model = :model)
       AND NOT EXISTS (SELECT 1 FROM results r WHERE r.model = c.model AND r.revision = c.revision)
 ),
@@ -93,11 +96,15 @@ summary AS (
 )
 SELECT g.model, g.revision, g.step, g.eval_set, g.method, m.n_layers, g.result_rows, g.baseline,
        COALESCE(s.complete, '') AS complete,
-       CASE WHEN g.result_rows = 0 THEN 'everything (no results)'
+       CASE WHEN g.result_rows = 0 AND c.same_weights_as IS NOT NULL
+                THEN 'duplicate of ' || c.same_weights_as || ' (not swept)'
+            WHEN g.result_rows = 0 THEN 'everything (no results)'
             ELSE concat_ws('; ', CASE WHEN NOT g.baseline THEN 'baseline' END, s.missing)
-       END AS missing
+       END AS missing,
+       c.same_weights_as
 FROM groups g
 LEFT JOIN models m ON m.model = g.model
+LEFT JOIN checkpoints c ON c.model = g.model AND c.revision = g.revision
 LEFT JOIN summary s
   ON s.model = g.model AND s.revision = g.revision
  AND s.eval_set IS NOT DISTINCT FROM g.eval_set AND s.method IS NOT DISTINCT FROM g.method

@@ -223,3 +223,18 @@ def test_layer_loss_slider_reads_steps_and_follows_a_drag_in_chromium(results_st
                    "step 0 | step 0 | step 0 | step 0",   # pressed on the first dot
                    "step 1 | step 1 | step 1 | step 1",   # dragged to the second
                    "step 1 | step 1 | step 1 | step 1"]   # moving without a button: no change
+
+
+def test_charts_leave_out_revisions_with_another_revisions_weights(marked_db):
+    from layerdb.charts import training_chart
+
+    def steps(chart) -> set:  # of the chart's rows (the layer-loss slider's track aside)
+        spec = chart_spec(chart)
+        track = spec["vconcat"][0]["data"]["name"] if "vconcat" in spec else None
+        return {row.get("step") for name, values in spec["datasets"].items() if name != track
+                for row in values}
+
+    with Store.open(marked_db, read_only=True) as store:  # acme/small step2 is marked (step4's)
+        assert steps(heatmap_chart(store, model="acme/small")) == {0, 1, 4}
+        assert steps(layer_loss_chart(store, model="acme/small")) == {0, 1, 4}
+        assert steps(training_chart(store, model="acme/small")) == {0, 1, 4}

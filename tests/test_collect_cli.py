@@ -126,13 +126,13 @@ def test_a_checkpoint_failing_mid_sweep_leaves_no_rows_and_is_redone(tmp_path, n
     db = str(tmp_path / "s.duckdb")
     real = collectors.collect.sweep_checkpoint
 
-    def dies_in_step1(checkpoint, tokens, options, on_pass=None):
+    def dies_in_step1(checkpoint, tokens, options, on_pass=None, on_batch=None):
         def passes(n, seen=[0]):
             seen[0] += 1
             if checkpoint.revision == "step1" and seen[0] == 5:
                 raise RuntimeError("killed mid-checkpoint")
             on_pass(n)
-        return real(checkpoint, tokens, options, passes)
+        return real(checkpoint, tokens, options, passes, on_batch)
 
     monkeypatch.setattr(collectors.collect, "sweep_checkpoint", dies_in_step1)
     killed = collect(db, *neox, "-r", "step0", "-r", "step1", "-r", "step2")
@@ -208,13 +208,29 @@ def test_a_reader_works_while_a_collector_writes(tmp_path, neox, monkeypatch):
     assert len(seen) >= 2
 
 
-def test_duplicate_weights_are_reported_and_visible_in_sql(tmp_path, neox):
+def test_duplicate_weights_are_marked_not_swept_unless_asked(tmp_path, neox):
     db = str(tmp_path / "s.duckdb")
-    result = collect(db, *neox, "--steps", "2,4")
+    result = collect(db, *neox, "--steps", "2,4")  # step4 holds step2's weights (the cache knows)
     assert result.exit_code == 0, result.stderr
-    assert "identical weights in revisions step2, step4" in result.stderr
-    fps = sql(db, "SELECT count(DISTINCT weights_fingerprint) AS n, count(*) AS c FROM checkpoints")
-    assert fps.values.tolist() == [[1, 2]]
+    digest = sql(db, "SELECT weights_digest FROM checkpoints WHERE revision = 'step4'").iloc[0, 0]
+    assert (f"same weights: step2 has the weights of step4 (weights digest {digest[:12]}): "
+            "not downloaded, not swept") in result.stderr
+    assert "1 checkpoint(s) collected, 0 already complete, 1 not swept" in result.output
+    marks = ("SELECT revision, step, coalesce(same_weights_as, '') AS kept_by, "
+             "weights_digest = '" + digest + "' AS same, "
+             "weights_fingerprint IS NOT NULL AS loaded, weight_files FROM checkpoints ORDER BY 1")
+    assert sql(db, marks).values.tolist() == [["step2", 2, "step4", True, False, 1],
+                                              ["step4", 4, "", True, True, 1]]
+    assert sql(db, "SELECT DISTINCT revision FROM results").revision.tolist() == ["step4"]
+    again = collect(db, *neox, "--steps", "2,4")
+    assert "skipping 2 complete checkpoint(s)" in again.stderr
+    swept = collect(db, *neox, "-r", "step2", "--sweep-duplicates")
+    assert swept.exit_code == 0, swept.stderr
+    assert "step2 has the weights of step4" in swept.stderr and "swept anyway" in swept.stderr
+    fps = sql(db, "SELECT count(DISTINCT weights_fingerprint) AS n, count(*) AS c, "
+                  "count(same_weights_as) AS marked FROM checkpoints")
+    assert fps.values.tolist() == [[1, 2, 1]]
+    assert counts(db)["results"] == 2 * ROWS
 
 
 def test_local_folder_and_other_sources(tmp_path, tiny_hub):

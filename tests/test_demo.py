@@ -37,11 +37,15 @@ def test_demo_collects_every_checkpoint_through_the_hub_layout(demo_dir):
         "SELECT model, count(*) FROM results GROUP BY model").fetchall())
     n_layers = dict(con.execute("SELECT model, n_layers FROM models").fetchall())
     revisions = con.execute("SELECT count(DISTINCT revision) FROM results").fetchall()[0][0]
+    marked = con.execute("SELECT model, revision, same_weights_as FROM checkpoints "
+                         "WHERE same_weights_as IS NOT NULL ORDER BY 1").fetchall()
     con.close()
     assert n_layers == {"demo/quick-2l": 2, "demo/quick-4l": 4}
-    # 7 step revisions + main per model; baseline + 3 components per layer per revision
-    assert per_model == {"demo/quick-2l": 8 * (1 + 3 * 2), "demo/quick-4l": 8 * (1 + 3 * 4)}
-    assert revisions == 8
+    # 7 step revisions per model; per revision the baseline, 3 components per layer and the spans
+    # of 2 blocks (L - 1 of them); main holds the final step's weights: marked, not swept
+    assert per_model == {"demo/quick-2l": 7 * (1 + 3 * 2 + 1), "demo/quick-4l": 7 * (1 + 3 * 4 + 3)}
+    assert revisions == 7
+    assert marked == [("demo/quick-2l", "main", "step24"), ("demo/quick-4l", "main", "step24")]
 
 
 def test_demo_prints_findings_and_writes_report(demo_dir):

@@ -145,7 +145,8 @@ def test_pythia_schedule_and_step_selection():
     assert log[11:] == [f"step{1000 * 2**i}" for i in range(8)] + ["step143000"]
     assert plan_revisions(ref, steps="all") == [f"step{s}" for s in PYTHIA_STEPS]
     assert plan_revisions(ref, ["main"], steps="1000,0") == ["main", "step1000", "step0"]
-    with pytest.raises(LayerdbError, match="not in the checkpoint schedule"):
+    with pytest.raises(LayerdbError, match=r"\[1500\] are not in the checkpoint schedule "
+                                           r"\(nearest: 1000, 2000\)"):
         plan_revisions(ref, steps="1500")
     with pytest.raises(LayerdbError, match="comma list"):
         plan_revisions(ref, steps="lots")
@@ -173,3 +174,13 @@ def test_schedule_from_the_cache_and_local_folders(tiny_hub):
         resolve_model(str(tiny_hub.root))
     with pytest.raises(LayerdbError, match="no such checkpoint folder"):
         resolve_model(str(tiny_hub.root / "nothing-here"))
+
+
+def test_nearest_revisions_by_step_or_by_spelling():
+    from layerdb.revisions import nearest_revisions
+
+    known = ["main", "step0", "step1", "step2", "step4", "step8", "v1.0"]
+    assert nearest_revisions("step3", known) == ["step2", "step4"]
+    assert nearest_revisions("step100", known) == ["step8"]
+    assert nearest_revisions("mian", known) == ["main"]
+    assert nearest_revisions("step3", ["main", "v1.0"]) == ["main", "v1.0"]

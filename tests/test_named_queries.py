@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
@@ -336,3 +337,41 @@ def test_swap_sensitivity_and_the_views_q_values(deep_store):
     uncorrected = run_query(deep_store, "swap-sensitivity", fdr="")  # the intervals
     assert uncorrected["significant"].tolist() == [d > 0.0625 for d in uncorrected["delta"]]
     assert len(run_query(deep_store, "swap-sensitivity", step=1)) == 3
+
+
+def test_coverage_and_duplicates_of_revisions_marked_by_collect(marked_db):
+    from layerdb import Store
+
+    with Store.open(marked_db, read_only=True) as store:
+        coverage = run_query(store, "coverage", model=S)
+        on_set = run_query(store, "coverage", model=S, eval_set="es-small")
+        dupes = run_query(store, "duplicate-checkpoints", model=S)
+    cols = ["revision", "eval_set", "result_rows", "complete", "missing", "same_weights_as"]
+    nm = "metrics all layers"  # the fixture holds no layer metrics
+    assert rows(coverage, cols) == [
+        ("step0", "es-small", 13, "block,attn,mlp", nm, None),
+        ("step1", "es-small", 13, "block,attn,mlp", nm, None),
+        ("step2", "es-small", 13, "block,attn,mlp", nm, "step4"),
+        ("step4", "es-small", 13, "block,attn,mlp", nm, None),
+        ("main", None, 0, "", "duplicate of step4 (not swept)", "step4"),
+    ]
+    assert rows(on_set, cols) == rows(coverage, cols)  # a duplicate is done for every eval set
+    cols = ["revision", "step", "group_size", "same_weights_as", "keeper", "swept",
+            "weights_digest"]
+    assert rows(dupes, cols) == [
+        ("step2", 2, 3, "step4, main", "step4", True, "digest-fp-final"),
+        ("step4", 4, 3, "step2, main", "step4", True, "digest-fp-final"),
+        ("main", pd.NA, 3, "step2, step4", "step4", False, "digest-fp-final"),
+    ]
+
+
+def test_unmarked_duplicates_are_kept_by_the_highest_step(results_store):
+    dupes = run_query(results_store, "duplicate-checkpoints", model=S)
+    assert rows(dupes, ["revision", "keeper", "swept"]) == [("step2", "step4", True),
+                                                           ("step4", "step4", True)]
+
+
+def test_status_shows_duplicates(marked_db):
+    result = CliRunner().invoke(main, ["--db", marked_db, "status", S, "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    assert "main,,,,4,0,False,,duplicate of step4 (not swept),step4" in result.output

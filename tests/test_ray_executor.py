@@ -71,7 +71,7 @@ def dying_task(marker_dir: Path, deaths: dict[str, int]):
     """A stand-in for ray_executor.sweep_task that SIGKILLs its worker (as the OOM killer would)
     on the first ``deaths[revision]`` attempts of a revision, then runs the real task.  Defined
     here, in the test, so Ray ships it to the workers by value; marker files count attempts."""
-    def task(plan, revision, options=None, evict=False):
+    def task(plan, revision, options=None, evict=False, hints=None):
         import os
         import signal
 
@@ -81,7 +81,7 @@ def dying_task(marker_dir: Path, deaths: dict[str, int]):
         (marker_dir / f"{revision}.{attempt}").touch()
         if attempt < deaths.get(revision, 0):
             os.kill(os.getpid(), signal.SIGKILL)
-        return real.sweep_task(plan, revision, options, evict)
+        return real.sweep_task(plan, revision, options, evict, hints)
     return task
 
 
@@ -205,3 +205,21 @@ def test_tasks_see_this_process_hf_settings(monkeypatch):
     env = ray_executor._task_runtime_env()["runtime_env"]["env_vars"]
     assert env["HF_HOME"] == "/somewhere/hf" and env["HF_HUB_OFFLINE"] == "1"
     assert "HF_HUB_CACHE" not in env
+
+
+def test_revisions_with_another_revisions_weights_are_not_swept_on_ray_either(
+        tmp_path, request_for, ray_cluster):
+    from collectors.collect import prepare
+    from collectors.same_weights import DuplicateWeights
+
+    db = str(tmp_path / "s.duckdb")
+    report = collect_api(db, **request_for("step2", "step4"), executor=RayExecutor())
+    assert report.written == ["step4"] and report.duplicates == {"step2": "step4"}
+    assert stored_revisions(db) == ["step4"]
+    # found after loading: the task returns the duplicate instead of sweeping it
+    fingerprint = sql(db, "SELECT weights_fingerprint FROM checkpoints WHERE revision = 'step4'")
+    kept = {fingerprint.iloc[0, 0]: ("step4", 4)}
+    dup, freed = ray_executor.sweep_task(prepare(**request_for("step2")), "step2",
+                                         hints={"kept": kept})
+    assert isinstance(dup, DuplicateWeights) and (dup.revision, dup.same_as, freed) == (
+        "step2", "step4", 0)

@@ -44,9 +44,9 @@ def main(ctx: click.Context, db: str) -> None:
 
 
 def _register() -> None:
-    from . import collect, data, db, analysis, demo
+    from . import analysis, audit, collect, data, db, demo
 
-    for module in (db, data, collect, analysis, demo):
+    for module in (db, data, audit, collect, analysis, demo):
         module.register(main)
 
 

@@ -100,7 +100,10 @@ def _parse_precision(ctx, param, value: str | None) -> float | None:
               help="With --device-map: where weights offloaded to disk go.")
 @click.option("--evict", is_flag=True,
               help="Delete each finished revision's files from the HF cache (a full Pythia-2.8B "
-                   "sweep is ~860 GB).")
+                   "sweep is ~860 GB), keeping the files that revisions still to come share.")
+@click.option("--sweep-duplicates", is_flag=True,
+              help="Also download and sweep revisions whose weights are another revision's (they "
+                   "stay marked, and the charts leave them out).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: checkpoint after checkpoint in this process. ray: one Ray task per "
                    "checkpoint, one GPU each where the cluster has GPUs (needs "
@@ -120,8 +123,8 @@ def collect(ctx, model: str, revisions: tuple[str, ...], steps: str | None, data
             tokens: int, seq_len: int | None, batch_size: int, components: str,
             spans: tuple[int, ...], swaps: bool, method: str, precision: float | None,
             dtype: str, device: str, device_map: str | None, max_memory: str | None,
-            offload_folder: str | None,
-            evict: bool, executor: str, ray_address: str | None, cpus_per_task: int | None,
+            offload_folder: str | None, evict: bool, sweep_duplicates: bool, executor: str,
+            ray_address: str | None, cpus_per_task: int | None,
             max_retries: int | None) -> None:
     """Sweep MODEL's checkpoints: the loss with nothing ablated and with each layer's block,
     attention or MLP removed, one transaction per checkpoint.
@@ -134,6 +137,13 @@ def collect(ctx, model: str, revisions: tuple[str, ...], steps: str | None, data
     HF_HUB_OFFLINE apply) or a local checkpoint folder. Checkpoints already complete for the same
     eval set are skipped, so re-running resumes. The store is held only while a checkpoint's rows
     are written: query it while a sweep runs.
+
+    Before any download, the weights of every planned revision are audited on the hub (see
+    `layerdb audit`): of revisions with identical weights only the one with the highest step is
+    downloaded and swept; the others get a checkpoint row marked with its name (same_weights_as)
+    and no results. Where the hub gives no digest, identical weights found after loading are not
+    swept either. A download failing with a server error is tried 4 times in all, 1, 4 and 16 s
+    apart; a revision that still fails is reported at the end and the others are collected.
 
     Families: {families}.
 
@@ -167,10 +177,14 @@ def collect(ctx, model: str, revisions: tuple[str, ...], steps: str | None, data
                          components=tuple(names), spans=spans, swaps=swaps, method=method,
                          precision=precision, dtype=dtype, device=device,
                          device_map=device_map, max_memory=max_memory,
-                         offload_folder=offload_folder, evict=evict, console=console_err)
+                         offload_folder=offload_folder, evict=evict,
+                         sweep_duplicates=sweep_duplicates, console=console_err)
+    not_swept = sum(r not in report.written for r in report.duplicates)
     console.print(
         f"{report.model}: {len(report.written)} checkpoint(s) collected, {len(report.skipped)} "
-        f"already complete, eval set {report.eval_set}", highlight=False)
+        f"already complete" + (f", {not_swept} not swept (another revision's weights)"
+                               if not_swept else "")
+        + f", eval set {report.eval_set}", highlight=False)
 
 
 collect.help = collect.help.replace("{families}", FAMILY_LIST)

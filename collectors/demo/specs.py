@@ -1,7 +1,8 @@
 """What the demo trains and collects: the one definition of its models, full and ``--quick``.
 
-Torch-free data.  ``FULL`` is sized for the demo's time budget on a 2-core CPU: a 6 x 128 model
-(as in DESIGN.md) and a deeper, narrower 12 x 64 one, so ``compare`` has two depths.  ``QUICK`` is
+Torch-free data.  ``FULL`` is sized for the demo's time budget on a 2-core CPU (a first run,
+training included, within 3 minutes): a 6 x 128 model (as in DESIGN.md) and a deeper, narrower
+12 x 64 one, so ``compare`` has two depths, 256 steps each (checkpoints step0, 1, 2, 4 ... 256).  ``QUICK`` is
 a reduced demo for tests and a quick look: two small models, few steps, a small corpus.
 """
 from __future__ import annotations
@@ -42,10 +43,10 @@ DEMO_VOCAB_SIZE = 2048
 
 FULL = DemoSize(
     specs=(
-        DemoModelSpec("demo/pythia-6l", n_layers=6, d_model=128, n_heads=4, steps=300,
-                      warmup_steps=30),
-        DemoModelSpec("demo/pythia-12l", n_layers=12, d_model=64, n_heads=2, steps=300,
-                      warmup_steps=30),
+        DemoModelSpec("demo/pythia-6l", n_layers=6, d_model=128, n_heads=4, steps=256,
+                      warmup_steps=26),
+        DemoModelSpec("demo/pythia-12l", n_layers=12, d_model=64, n_heads=2, steps=256,
+                      warmup_steps=26),
     ),
     max_docs=None,
     eval_tokens=8192,  # 64 sequences of 128

@@ -29,7 +29,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default="layerdb-demo", help="the demo folder (models are reused)")
     p.add_argument("--precision", type=float, default=0.01, help="EPS in nats")
     p.add_argument("--tokens", type=int, default=65536, help="evaluation tokens per checkpoint")
-    p.add_argument("--revisions", default="step8,step64,step300", help="comma list, per model")
+    p.add_argument("--revisions", default="step8,step64,step256", help="comma list, per model")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--quick", action="store_true", help="the --quick demo's models, few tokens")
     return p.parse_args(argv)

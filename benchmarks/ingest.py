@@ -36,10 +36,10 @@ from layerdb.schema import RESULT_KEY
 OLD, NEW = dt.datetime(2026, 11, 29), dt.datetime(2026, 12, 1)
 KEY_MATCH = " AND ".join(f"r.{k} = i.{k}" for k in RESULT_KEY)
 BARE_SQL = {
-    "empty": ["INSERT INTO results SELECT * FROM incoming"],
-    "new": ["INSERT INTO results SELECT * FROM incoming"],
+    "empty": ["INSERT INTO results BY NAME SELECT * FROM incoming"],
+    "new": ["INSERT INTO results BY NAME SELECT * FROM incoming"],
     "replace": [f"DELETE FROM results r USING incoming i WHERE {KEY_MATCH}",
-                "INSERT INTO results SELECT * FROM incoming"],
+                "INSERT INTO results BY NAME SELECT * FROM incoming"],
 }
 
 
@@ -83,7 +83,7 @@ def empty_file(path: Path) -> Path:
 def prefilled_file(path: Path, table: pa.Table) -> Path:
     con = duckdb.connect(str(empty_file(path)))
     con.register("stored", table)
-    con.execute("INSERT INTO results SELECT * FROM stored")
+    con.execute("INSERT INTO results BY NAME SELECT * FROM stored")
     con.close()
     return path
 
@@ -107,7 +107,9 @@ def store_write(path: Path, table: pa.Table) -> float:
         start = time.perf_counter()
         store.write_results(table)
         elapsed = time.perf_counter() - start
-        check(store.con, table)
+    con = duckdb.connect(str(path), read_only=True)  # checked as the bare insert is
+    check(con, table)
+    con.close()
     return elapsed
 
 

@@ -58,7 +58,8 @@ def measure(args) -> dict:
 
     from collectors.cpu_malloc import tune_glibc_malloc
 
-    tuned = tune_glibc_malloc() if args.child == "tuned" else False
+    if args.child == "tuned":
+        tune_glibc_malloc()
     if args.threads:
         torch.set_num_threads(args.threads)
 

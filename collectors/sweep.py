@@ -191,7 +191,8 @@ def sequence_losses(model, hidden: torch.Tensor, ids: torch.Tensor, chunk: int) 
 def logits_chunk(model) -> int:
     """How many float32 logits to have alive at once: on a GPU, a sixteenth of its free memory
     (the logits, their softmax and its gradient-free temporaries fit several times over); on the
-    CPU, 2**22 (16 MiB), where bigger chunks bought nothing (tests/test_sweep.py)."""
+    CPU, 2**22 (16 MiB), the fastest measured (2 cores, 8 x 256 tokens, vocabulary 50,304: 0.38 s
+    per batch against 0.53 s at 2**20 and 0.46-0.51 s at 2**24-2**26)."""
     device = model.get_output_embeddings().weight.device
     if device.type != "cuda":
         return 2**22

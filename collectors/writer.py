@@ -12,7 +12,6 @@ moments and readers (``layerdb status/query/sql``) and other collectors can use 
 - ``write_rows(db_path, rows)``: one checkpoint's SweepRows in one transaction (all or nothing).
 - ``write_checkpoints(db_path, rows)``: checkpoints rows alone (revisions not swept), one transaction.
 - ``stored_checkpoints(db_path, model) -> list[dict]``: the store's checkpoints rows of a model.
-- ``duplicate_revisions(db_path, model) -> list[list[str]]``: revisions sharing weights.
 """
 from __future__ import annotations
 
@@ -75,13 +74,3 @@ def stored_checkpoints(db_path: str, model: str) -> list[dict]:
     with Store.open(db_path, read_only=True) as store:
         return store.arrow("SELECT * FROM checkpoints WHERE model = :model ORDER BY revision",
                            model=model).to_pylist()
-
-
-def duplicate_revisions(db_path: str, model: str) -> list[list[str]]:
-    """Groups of revisions of ``model`` with the same weights (the ``duplicate-checkpoints``
-    query), each in step order."""
-    if not Path(db_path).exists():
-        return []
-    with Store.open(db_path, read_only=True) as store:
-        dupes = run_query(store, "duplicate-checkpoints", model=model)
-    return [list(group["revision"]) for _, group in dupes.groupby("keeper", sort=False)]

@@ -6,6 +6,7 @@ only while it is open, so writers open it per checkpoint and readers per query.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from sqlalchemy.pool import StaticPool
 from . import migrate
 from .errors import LayerdbError, ReadOnlyViolation, SchemaBehind, StoreLocked, first_line, require_folder
 from .schema import RESULT_KEY, TABLES
-from .validate import normalize_results, normalize_table
+from .validate import normalize_results, normalize_table, repeated_keys
 from .write_errors import creation_failure, write_failure
 
 DEFAULT_DB = "layerdb.duckdb"
@@ -280,8 +281,11 @@ class Store:
                 "INSERT INTO results BY NAME SELECT * FROM _incoming_results i "
                 f"WHERE NOT EXISTS (SELECT 1 FROM results r WHERE {keys})"
             )
+        except duckdb.ConstraintException as exc:  # a key twice in the batch: say which
+            raise repeated_keys(table) or LayerdbError(f"rows refused: {first_line(exc)}") from None
         finally:
-            self.con.unregister("_incoming_results")
+            with contextlib.suppress(duckdb.TransactionException):  # aborted: the next
+                self.con.unregister("_incoming_results")  # registration replaces it
 
 
 def check_read_only(con: duckdb.DuckDBPyConnection, text: str) -> None:

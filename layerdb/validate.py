@@ -76,23 +76,24 @@ def normalize_results(rows: Any) -> pa.Table:
                 f"only {' and '.join(SPAN_COMPONENTS)} rows may span several layers")
     _fail_where(table, pc.and_(pc.equal(table["component"], "swap"), pc.not_equal(table["span"], 2)),
                 "a swap row has span 2")
-    _fail_on_repeated_keys(table)
     return table
 
 
-def _fail_on_repeated_keys(table: pa.Table) -> None:
-    """One batch may hold each result key once: which of two rows would win is not defined."""
+def repeated_keys(table: pa.Table) -> BadRows | None:
+    """The error for a batch that holds a result key more than once (which row would win is not
+    defined), naming the first such key and its rows; None when every key is once.  The store
+    asks only when DuckDB refuses the batch, so a good batch pays nothing for it."""
     keyed = table.select(list(RESULT_KEY)).append_column("_row", pa.array(range(table.num_rows)))
     groups = keyed.group_by(list(RESULT_KEY), use_threads=False).aggregate([("_row", "list")])
     repeated = groups.filter(pc.greater(pc.list_value_length(groups["_row_list"]), 1))
     if repeated.num_rows == 0:
-        return
+        return None
     first = min(repeated.to_pylist(), key=lambda g: min(g["_row_list"]))
     rows = ", ".join(str(i + 1) for i in sorted(first["_row_list"]))
     key = ", ".join(f"{k}={_short(first[k])}" for k in RESULT_KEY)
     more = f" ({repeated.num_rows} repeated keys in all)" if repeated.num_rows > 1 else ""
-    raise BadRows(f"results rows {rows} repeat the key ({key}){more}; keep one row per key; "
-                  "nothing was written")
+    return BadRows(f"results rows {rows} repeat the key ({key}){more}; keep one row per key; "
+                   "nothing was written")
 
 
 def normalize_table(name: str, rows: Any) -> pa.Table:

@@ -34,3 +34,10 @@ def test_sweep_benchmark_runs_both_cases():
     rows = [line.split() for line in out.splitlines() if line.startswith(("single", "spans"))]
     assert [r[0] for r in rows] == ["single", "spans"]
     assert all(float(r[-1]) < 1e-5 for r in rows)  # the same losses either way
+
+
+def test_ingest_benchmark_runs_every_case():
+    out = run("ingest.py", "--rows", "2000", "--repeat", "1")
+    cases = [line for line in out.splitlines()
+             if line.startswith(("into an empty file", "new keys", "newer rows"))]
+    assert len(cases) == 3 and all(float(line.split()[-1]) > 0 for line in cases)

@@ -209,3 +209,19 @@ def test_adaptive_agrees_with_fixed_within_each_interval(tiny_hub):
     run = sweep_checkpoint(checkpoint, tokens, options).runs.to_pylist()[0]
     assert (run["precision"], run["order_seed"]) == (0.05, 3)
     assert run["ablated_sequences"] == int(ablated.n_sequences_a.sum())
+
+
+def test_adaptive_progress_reports_active_ablations_and_tokens_saved(tiny_hub):
+    checkpoint = _load(tiny_hub, "gpt-neox", "step1")
+    ids = torch.randint(2, 64, (96, 24), generator=torch.Generator().manual_seed(5))
+    calls = []
+    result = sweep_losses(checkpoint.model, checkpoint.family, ids,
+                          SweepOptions(batch_size=8, precision=0.05),
+                          on_batch=lambda *args: calls.append(args))
+    active = [c[0] for c in calls]
+    assert all(c[1] == 9 for c in calls) and active == sorted(active, reverse=True)
+    assert active[-1] < 9  # some ablations stopped early
+    used = sum(len(seq) for key, seq in result.losses.items() if key != BASELINE)
+    assert calls[-1][2] == (9 * len(result.losses[BASELINE]) - used) * 24  # tokens not evaluated
+    assert calls[-1][3] == (0 if active[-1] == 0 else
+                            (96 - len(result.losses[BASELINE])) // 8 * (1 + active[-1]))

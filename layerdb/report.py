@@ -285,7 +285,8 @@ def _same_weights_note(keeper: str, group: pd.DataFrame, marked: set[str]) -> st
                 "evidence about training.")
     not_swept = others.loc[~others["swept"].astype(bool), "revision"].tolist()
     swept = others.loc[others["swept"].astype(bool), "revision"].tolist()
-    note = (f"<b>Same weights:</b> {_e(', '.join(others['revision']))} serve the weights of "
+    verb = "serves" if len(others) == 1 else "serve"
+    note = (f"<b>Same weights:</b> {_e(', '.join(others['revision']))} {verb} the weights of "
             f"{_e(keeper)}, which keeps the results")
     if not_swept:
         note += f"; not swept: {_e(', '.join(not_swept))}"

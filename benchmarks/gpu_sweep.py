@@ -61,7 +61,7 @@ SMOKE = Shape(2, 64, 4, vocab=512)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--models", default=",".join(SHAPES), help="comma list of " + ", ".join(SHAPES))
     p.add_argument("--sequences", type=int, default=32, help="sequences of --seq-len tokens")
     p.add_argument("--seq-len", type=int, default=2048)

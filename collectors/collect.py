@@ -66,16 +66,23 @@ class Plan:
         """Forward passes of one checkpoint swept with ``options``."""
         return n_passes(self.tokens.n_sequences, self.n_layers, options)
 
-    def todo(self, db_path: str, revisions: list[str],
-             duplicates_done: bool = True) -> dict[str, SweepOptions]:
-        """Per revision not yet complete in the store: the options cut down to what it lacks
-        (the ``coverage`` query decides; with ``duplicates_done`` a revision with another's
-        weights has what that one has)."""
-        done = completed_kinds(db_path, self.ref.name, self.tokens.eval_set, self.options.method,
+    def stored_kinds(self, db_path: str, duplicates_done: bool = True) -> dict[str, set[str]]:
+        """Per revision in the store: its complete kinds for this eval set and method (the
+        ``coverage`` query decides; with ``duplicates_done`` a revision with another's weights
+        has what that one has)."""
+        return completed_kinds(db_path, self.ref.name, self.tokens.eval_set, self.options.method,
                                duplicates_done)
-        missing = {r: self.options.only(set(self.options.kinds()) - done.get(r, set()))
+
+    def lacking(self, stored: dict[str, set[str]], revisions) -> dict[str, SweepOptions]:
+        """Per revision not complete in ``stored``: the options cut down to what it lacks."""
+        missing = {r: self.options.only(set(self.options.kinds()) - stored.get(r, set()))
                    for r in revisions}
         return {r: options for r, options in missing.items() if options is not None}
+
+    def todo(self, db_path: str, revisions: list[str],
+             duplicates_done: bool = True) -> dict[str, SweepOptions]:
+        """``lacking`` as the store at ``db_path`` holds it now."""
+        return self.lacking(self.stored_kinds(db_path, duplicates_done), revisions)
 
 
 @dataclass
@@ -329,12 +336,13 @@ def collect(db_path: str, model: str, *, executor=None, evict: bool = False,
     require_folder(db_path, "create store")
     plan = prepare(model, **executor.check(request))
     say = console.print if console is not None else (lambda *a, **k: None)
-    lacking = plan.todo(db_path, plan.revisions, duplicates_done=not sweep_duplicates)
+    stored = plan.stored_kinds(db_path, duplicates_done=not sweep_duplicates)
+    lacking = plan.lacking(stored, plan.revisions)
     report = skip_complete(plan, lacking, say)
     weights = SameWeights.read(db_path, plan.ref, list(lacking), sweep_duplicates)
-    done = set(plan.revisions) - set(lacking)
+    done = set(stored) - set(plan.lacking(stored, stored))  # stored keepers too, planned or not
     sweep = weights.plan(list(lacking), done, say)
-    todo = {r: lacking.get(r) or plan.todo(db_path, [r]).get(r, plan.options) for r in sweep}
+    todo = plan.lacking(stored, sweep)  # a keeper added by ``weights`` lacks what it lacks
     report.duplicates = dict(weights.duplicates)
     if todo:
         with SweepProgress(console, n_checkpoints=len(todo)) as progress:

@@ -229,6 +229,24 @@ def test_a_rerun_resumes_without_downloading_weights(collected, fresh, corpus_tx
     assert sql(collected["db"], "SELECT * FROM checkpoints ORDER BY revision") == before
 
 
+def test_a_rerun_planning_only_a_duplicate_marks_it_with_the_stored_keeper_and_sweeps_nothing(
+        fresh, corpus_txt, tmp_path):
+    db, hf_home = str(tmp_path / "s.duckdb"), tmp_path / "hf"
+    first = layerdb(fresh, hf_home, "--db", db, "collect", PYTHIA_REPO, "-r", "step1",
+                    "--data", corpus_txt, *DATA)
+    assert first.returncode == 0, first.stderr
+    results = sql(db, "SELECT * FROM results ORDER BY ALL")
+    fresh.requests.clear()
+    proc = layerdb(fresh, hf_home, "--db", db, "collect", PYTHIA_REPO, "-r", "step0",
+                   "--data", corpus_txt, *DATA)  # step0 has step1's weights, stored complete
+    assert proc.returncode == 0, proc.stderr
+    assert "step0 has the weights of step1" in proc.stderr and "sweeping" not in proc.stderr
+    assert fresh.requests.count(file="*.safetensors") == 0
+    assert sql(db, "SELECT * FROM results ORDER BY ALL") == results
+    assert sql(db, "SELECT revision, same_weights_as FROM checkpoints ORDER BY 1") == [
+        ("step0", "step1"), ("step1", None)]
+
+
 def test_sweep_duplicates_and_evict_keep_the_blobs_pending_revisions_need(fresh, hub_pythia,
                                                                           corpus_txt, tmp_path):
     db, hf_home = str(tmp_path / "s.duckdb"), tmp_path / "hf"

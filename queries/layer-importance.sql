@@ -17,8 +17,7 @@ SELECT c.model, c.eval_set, c.revision, c.step, c.component,
            ORDER BY c.delta DESC NULLS LAST, c.layer
        ) AS rank,
        c.layer, c.depth, c.loss, c.delta, c.delta_ci_low, c.delta_ci_high, c.q_value,
-       CASE WHEN CAST(:fdr AS DOUBLE) IS NULL THEN c.significant
-            ELSE COALESCE(c.q_value <= CAST(:fdr AS DOUBLE), c.significant) END AS significant
+       significant_at(c.q_value, c.significant, CAST(:fdr AS DOUBLE)) AS significant
 FROM chosen c
 WHERE c.span = 1 AND c.component IN ('block', 'attn', 'mlp') AND c.method = 'zero'
   AND c.same_weights_as IS NULL

@@ -10,16 +10,15 @@
 -- q_value controls the false-discovery rate within each (model, eval_set, method) study:
 -- n_tests says over how many ablations. `significant` is NULL where neither a p-value nor an
 -- interval was recorded; significant_only keeps only rows where it is true.
-SELECT model, revision, step, eval_set, method, component, layer, span, depth,
-       baseline_loss, loss, delta, delta_ci_low, delta_ci_high, p_value, q_value, n_tests,
-       CASE WHEN CAST(:fdr AS DOUBLE) IS NULL THEN significant
-            ELSE COALESCE(q_value <= CAST(:fdr AS DOUBLE), significant) END AS significant
-FROM ablations
-WHERE delta < 0 AND same_weights_as IS NULL
-  AND (CAST(:model AS VARCHAR) IS NULL OR model = :model)
-  AND (CAST(:component AS VARCHAR) IS NULL OR component = :component)
-  AND (CAST(:eval_set AS VARCHAR) IS NULL OR eval_set = :eval_set)
-  AND (NOT COALESCE(CAST(:significant_only AS BOOLEAN), false)
-       OR (CASE WHEN CAST(:fdr AS DOUBLE) IS NULL THEN significant
-                ELSE COALESCE(q_value <= CAST(:fdr AS DOUBLE), significant) END) IS TRUE)
+SELECT * FROM (
+    SELECT model, revision, step, eval_set, method, component, layer, span, depth,
+           baseline_loss, loss, delta, delta_ci_low, delta_ci_high, p_value, q_value, n_tests,
+           significant_at(q_value, significant, CAST(:fdr AS DOUBLE)) AS significant
+    FROM ablations
+    WHERE delta < 0 AND same_weights_as IS NULL
+      AND (CAST(:model AS VARCHAR) IS NULL OR model = :model)
+      AND (CAST(:component AS VARCHAR) IS NULL OR component = :component)
+      AND (CAST(:eval_set AS VARCHAR) IS NULL OR eval_set = :eval_set)
+)
+WHERE NOT COALESCE(CAST(:significant_only AS BOOLEAN), false) OR significant IS TRUE
 ORDER BY model, step NULLS LAST, layer, component, span, eval_set, revision, method

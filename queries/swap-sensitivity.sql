@@ -9,8 +9,7 @@
 -- delta near zero means the two layers commute. Needs `layerdb collect --swaps`.
 SELECT model, eval_set, revision, step, layer, depth, baseline_loss, loss, delta,
        delta_ci_low, delta_ci_high, p_value, q_value,
-       CASE WHEN CAST(:fdr AS DOUBLE) IS NULL THEN significant
-            ELSE COALESCE(q_value <= CAST(:fdr AS DOUBLE), significant) END AS significant
+       significant_at(q_value, significant, CAST(:fdr AS DOUBLE)) AS significant
 FROM ablations
 WHERE component = 'swap' AND same_weights_as IS NULL
   AND (CAST(:model AS VARCHAR) IS NULL OR model = :model)

@@ -16,6 +16,7 @@ Create Date: 2026-11-30
   download), their count and bytes, and same_weights_as: the revision whose results stand for a
   revision with identical weights.
 - the macro t_quantile_975(df), for paired 95% intervals in the named queries;
+- the macro significant_at(q_value, significant, fdr), the queries' one rule for `-p fdr`;
 - views: ablations (delta against the baseline on the same sequences, p and Benjamini-Hochberg q
   values per (model, eval_set, method) study, bits per byte, the duplicate mark) and
   latest_ablations, the one definition of "latest step": per model and eval set, the largest step
@@ -161,6 +162,14 @@ END
 """
 
 
+# Significant at false-discovery rate ``fdr``: the Benjamini-Hochberg q-value decides where there is
+# one, the 95% interval (the view's ``significant``) where not; a NULL rate: the interval, uncorrected.
+SIGNIFICANT_AT_MACRO = """
+CREATE MACRO significant_at(q_value, significant, fdr) AS
+    CASE WHEN fdr IS NULL THEN significant ELSE COALESCE(q_value <= fdr, significant) END
+"""
+
+
 def upgrade() -> None:
     op.execute("DROP VIEW IF EXISTS ablations")
     op.execute(RESULTS)
@@ -178,9 +187,11 @@ def upgrade() -> None:
     op.execute(ABLATIONS_VIEW)
     op.execute(LATEST_ABLATIONS_VIEW)
     op.execute(T_QUANTILE_MACRO)
+    op.execute(SIGNIFICANT_AT_MACRO)
 
 
 def downgrade() -> None:
+    op.execute("DROP MACRO IF EXISTS significant_at")
     op.execute("DROP MACRO IF EXISTS t_quantile_975")
     op.execute("DROP VIEW IF EXISTS latest_ablations")
     op.execute("DROP VIEW IF EXISTS ablations")

@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from layerdb import LayerdbError
-from layerdb.fdr import bh_qvalues
 from layerdb.cli import main
 from layerdb.named_queries import _walk, get_query, list_queries, parse_query, run_query
+from tests.fdr import bh_qvalues
 
 S, L = "acme/small", "acme/large"
 QUERY_NAMES = [q.name for q in list_queries()]
@@ -321,7 +321,6 @@ def test_metric_vs_drop(deep_store):
 
 
 def test_swap_sensitivity_and_the_views_q_values(deep_store):
-    from layerdb.fdr import bh_qvalues
     from tests.fixtures.results import DEEP, DEEP_SWAP, DEEP_SWAP_P
 
     df = run_query(deep_store, "swap-sensitivity")

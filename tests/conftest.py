@@ -11,5 +11,6 @@ pytest_plugins = [
     "tests.fixtures.hub",
     "tests.fixtures.hub_server",
     "tests.fixtures.results",
+    "tests.fixtures.disk",
     "tests.fixtures.no_skips",
 ]

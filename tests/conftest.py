@@ -12,5 +12,6 @@ pytest_plugins = [
     "tests.fixtures.hub_server",
     "tests.fixtures.results",
     "tests.fixtures.disk",
+    "tests.fixtures.browser",
     "tests.fixtures.no_skips",
 ]

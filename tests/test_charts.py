@@ -217,7 +217,7 @@ def test_layer_loss_slider_reads_steps_and_follows_a_drag_in_chromium(results_st
                    "step 1 | step 1 | step 1 | step 1"]   # moving without a button: no change
 
 
-def test_charts_leave_out_revisions_with_another_revisions_weights(marked_db):
+def test_charts_leave_out_revisions_with_another_revisions_weights(marked_store):
     from layerdb.charts import training_chart
 
     def steps(chart) -> set:  # of the chart's rows (the layer-loss slider's track aside)
@@ -226,7 +226,7 @@ def test_charts_leave_out_revisions_with_another_revisions_weights(marked_db):
         return {row.get("step") for name, values in spec["datasets"].items() if name != track
                 for row in values}
 
-    with Store.open(marked_db, read_only=True) as store:  # acme/small step2 is marked (step4's)
-        assert steps(heatmap_chart(store, model="acme/small")) == {0, 1, 4}
-        assert steps(layer_loss_chart(store, model="acme/small")) == {0, 1, 4}
-        assert steps(training_chart(store, model="acme/small")) == {0, 1, 4}
+    # acme/small step2 is marked (step4's)
+    assert steps(heatmap_chart(marked_store, model="acme/small")) == {0, 1, 4}
+    assert steps(layer_loss_chart(marked_store, model="acme/small")) == {0, 1, 4}
+    assert steps(training_chart(marked_store, model="acme/small")) == {0, 1, 4}

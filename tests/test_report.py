@@ -125,11 +125,8 @@ def test_report_says_how_many_lowers_loss_cases_when_all_fit(report_html):
             "-p significant_only=true</code></p>") in page
 
 
-def test_report_names_revisions_with_another_revisions_weights(marked_db):
-    from layerdb import Store
-
-    with Store.open(marked_db, read_only=True) as store:
-        page = build_report(store, ["acme/small"]).split("</script>", 1)[1]
+def test_report_names_revisions_with_another_revisions_weights(marked_store):
+    page = build_report(marked_store, ["acme/small"]).split("</script>", 1)[1]
     assert ("<b>Same weights:</b> step2, main serve the weights of step4, which keeps the "
             "results; not swept: main; swept anyway, left out of the charts: step2.") in page
     assert "<dt>another&#x27;s weights</dt><dd>2</dd>" in page

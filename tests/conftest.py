@@ -13,5 +13,6 @@ pytest_plugins = [
     "tests.fixtures.results",
     "tests.fixtures.disk",
     "tests.fixtures.browser",
+    "tests.fixtures.collect",
     "tests.fixtures.no_skips",
 ]

@@ -16,26 +16,11 @@ from click.testing import CliRunner
 import collectors.collect
 from layerdb import Store
 from layerdb.cli import main
+from tests.fixtures.collect import DATA, ROWS, collect, counts, sql
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-DATA = ["--tokens", "192", "--seq-len", "32", "--batch-size", "4"]  # 6 sequences of 32 tokens
-ROWS = 1 + 3 * 3  # baseline + 3 components x 3 layers
 METRICS = 5 * 3  # per checkpoint: 5 metrics x 3 layers (span 1)
-
-
-def collect(db, *args):
-    return CliRunner().invoke(main, ["--db", db, "collect", *args])
-
-
-def counts(db):
-    with Store.open(db, read_only=True) as store:
-        return store.table_counts()
-
-
-def sql(db, query):
-    with Store.open(db, read_only=True) as store:
-        return store.sql(query)
 
 
 def digest(path):

@@ -18,13 +18,12 @@ from layerdb import Store
 from layerdb.cli import main
 from layerdb.errors import StoreWriteError
 from layerdb.migrate import head_revision
+from tests.fixtures.collect import DATA, ROWS, errors
 from tests.fixtures.disk import run_on_small_disk
 from tests.fixtures.results import small_store_rows
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-DATA = ["--tokens", "192", "--seq-len", "32", "--batch-size", "4"]  # as in test_collect_cli
-ROWS = 1 + 3 * 3  # baseline + 3 components x 3 layers
 MODEL = "layerdb-test/tiny-gpt-neox"
 
 
@@ -33,10 +32,6 @@ def collect(db, hub, *revisions):
     revs = [arg for r in revisions for arg in ("-r", r)]
     return CliRunner().invoke(main, ["--db", db, "collect", hub.repo("gpt-neox"),
                                      "--data", str(hub.txt), *DATA, *revs])
-
-
-def errors(result) -> list[str]:
-    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
 def assert_one_line_error(result, message: str) -> None:

@@ -18,13 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from layerdb import Store
+from tests.fixtures.collect import DATA, ROWS, errors
+from tests.fixtures.collect import sql_rows as sql
 from tests.fixtures.disk import run_on_small_disk
 from tests.fixtures.hub import corpus
 from tests.fixtures.hub_server import PYTHIA_REPO, HubRepo, HubServer, client_env, run_client
 
-DATA = ["--tokens", "192", "--seq-len", "32", "--batch-size", "4"]  # 6 sequences of 32 tokens
-ROWS = 1 + 3 * 3  # baseline + 3 components x 3 layers
 PLAIN_REPO = "layerdb-test/hub-plain"  # weights kept in git itself: no LFS metadata
 CACHE = "hub/models--layerdb-test--hub-pythia"
 
@@ -46,18 +45,9 @@ def layerdb(server: HubServer, hf_home: Path, *args: str, **env) -> subprocess.C
                           text=True, timeout=300)
 
 
-def sql(db: str, query: str) -> list[tuple]:
-    with Store.open(db, read_only=True) as store:
-        return [tuple(row.values()) for row in store.arrow(query).to_pylist()]
-
-
 def weight_gets(server: HubServer, repo: HubRepo, revision: str) -> list[int]:
     """Statuses of the GETs of ``revision``'s weights (each distinct file is one CDN object)."""
     return [r.status for r in server.requests.entries("GET", path=f"/lfs/{weights(repo, revision).sha256}")]
-
-
-def errors(proc: subprocess.CompletedProcess) -> list[str]:
-    return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
 
 
 # -- fixtures: one hub and one collected store for the module -----------------------------------

@@ -56,8 +56,7 @@ def test_span_chart_frames_and_cells(deep_store, results_store):
     track = spec["datasets"][spec["vconcat"][0]["data"]["name"]]
     assert [row["frame_label"] for row in track] == ["step 1", "step 2"]
     cells = spec["datasets"][spec["vconcat"][1]["data"]["name"]]
-    values = cells
-    cell = next(v for v in values if (v["step"], v["layer"], v["span"]) == (2, 1, 2))
+    cell = next(v for v in cells if (v["step"], v["layer"], v["span"]) == (2, 1, 2))
     assert cell["delta"] == pytest.approx((0.125 + 0.25) * 2 + 0.5 * 2)  # both drops + interaction
     one = chart_spec(span_chart(deep_store, step=1, slider=False))
     (frame,) = one["datasets"].values()

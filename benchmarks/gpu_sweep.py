@@ -37,7 +37,7 @@ import platform
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,16 +144,16 @@ def measure(name: str, shape: Shape, args, device, dtype, first: bool) -> dict:
     for reuse in (False, True, False, True):  # interleaved, best of two
         _sync(device)
         start = time.perf_counter()
-        sweep_losses(model, family, few, SweepOptions(batch_size=args.batch_size,
-                                                      reuse_prefix=reuse))
+        swept = sweep_losses(model, family, few, replace(options, reuse_prefix=reuse))
         _sync(device)
         timed[reuse] = min(timed.get(reuse, float("inf")), time.perf_counter() - start)
+        if reuse:
+            approx = swept.losses  # the bf16 losses of ``options`` (which reuses prefixes) on few
     out["ratio"] = timed[True] / timed[False]
     if first:  # bf16 against float32 weights, same tokens
         exact = build(shape, args.seq_len, torch.float32, device)
         exact.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
         reference = sweep_losses(exact, family, few, options).losses
-        approx = sweep_losses(model, family, few, options).losses
         out["bf16_max_diff"] = max(float(abs(approx[k] - reference[k]).max()) for k in reference)
         del exact
     del model

@@ -46,7 +46,7 @@ def build_repo(args, root: Path):
     import torch
     from transformers import AutoModelForCausalLM, GPTNeoXConfig
 
-    from tests.fixtures.hub import WORDS, build_tokenizer
+    from tests.fixtures.hub import WORDS, build_tokenizer, save_checkpoint
     from tests.fixtures.hub_server import HubRepo
 
     config = GPTNeoXConfig(vocab_size=2 + len(WORDS), hidden_size=args.width,
@@ -56,10 +56,10 @@ def build_repo(args, root: Path):
     repo = HubRepo(REPO)
     for i in range(args.revisions):
         torch.manual_seed(i)
-        folder = root / f"revision-{i}"
-        AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        repo.add_revision(f"step{1000 * (i + 1)}", folder)
+        branch = f"step{1000 * (i + 1)}"
+        folder = save_checkpoint(AutoModelForCausalLM.from_config(config), tokenizer,
+                                 root / f"revision-{i}", f"revision {branch}")
+        repo.add_revision(branch, folder)
     return repo
 
 

@@ -34,6 +34,7 @@ from layerdb import Store
 from layerdb.schema import RESULT_KEY
 
 OLD, NEW = dt.datetime(2026, 11, 29), dt.datetime(2026, 12, 1)
+PER_CHECKPOINT = 32 * 3 + 1  # result rows of one checkpoint: 32 layers x 3 components + baseline
 KEY_MATCH = " AND ".join(f"r.{k} = i.{k}" for k in RESULT_KEY)
 BARE_SQL = {
     "empty": ["INSERT INTO results BY NAME SELECT * FROM incoming"],
@@ -48,9 +49,8 @@ def make_rows(n: int, first_checkpoint: int = 0, created_at: dt.datetime = OLD,
     """n result rows: 32 layers x 3 components + a baseline per (model, revision); checkpoints
     numbered from ``first_checkpoint``, so two tables with different starts share no key."""
     rng = np.random.default_rng(first_checkpoint + created_at.toordinal())
-    per_ckpt = 32 * 3 + 1
     idx = np.arange(n)
-    ckpt, within = first_checkpoint + idx // per_ckpt, idx % per_ckpt
+    ckpt, within = first_checkpoint + idx // PER_CHECKPOINT, idx % PER_CHECKPOINT
     component = np.where(within == 0, "none", np.array(["block", "attn", "mlp"])[(within - 1) % 3])
     layer = np.where(within == 0, -1, (within - 1) // 3)
     loss = 3 + rng.random(n)
@@ -150,10 +150,9 @@ def main() -> None:
     args = parser.parse_args()
     n = args.rows
     stored = make_rows(n)
-    per_ckpt = 32 * 3 + 1
     cases = {  # case: (incoming rows, the file they go into, rows in it afterwards)
         "empty": (stored, "empty", n),
-        "new": (make_rows(n, first_checkpoint=-(-n // per_ckpt)), "prefilled", 2 * n),
+        "new": (make_rows(n, first_checkpoint=-(-n // PER_CHECKPOINT)), "prefilled", 2 * n),
         "replace": (make_rows(n, created_at=NEW), "prefilled", n),
     }
     labels = {"empty": "into an empty file",

@@ -11,5 +11,8 @@ pytest_plugins = [
     "tests.fixtures.hub",
     "tests.fixtures.hub_server",
     "tests.fixtures.results",
+    "tests.fixtures.disk",
+    "tests.fixtures.browser",
+    "tests.fixtures.collect",
     "tests.fixtures.no_skips",
 ]

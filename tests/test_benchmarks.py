@@ -41,3 +41,21 @@ def test_ingest_benchmark_runs_every_case():
     cases = [line for line in out.splitlines()
              if line.startswith(("into an empty file", "new keys", "newer rows"))]
     assert len(cases) == 3 and all(float(line.split()[-1]) > 0 for line in cases)
+
+
+def test_the_hub_benchmark_runs_and_ends_with_the_prefetch_ratio():
+    out = run("hub.py", "--revisions", "2", "--layers", "2", "--width", "32", "--tokens", "128",
+              "--seq-len", "32", "--bytes-per-s", "1e6")  # no calibration run: one process less
+    lines = out.splitlines()
+    number = r"\d+\.\d\d"
+    patterns = [
+        r"hub benchmark: 2 revisions of a 2 x 32 GPT-NeoX, \d+\.\d MB of weights each, "
+        r"128 tokens per sweep",
+        rf"hub throttled to {number} MB/s: {number} s to download a revision's weights",
+        rf"prefetch off:  wall +{number} s, downloading +{number} s, sweeping +{number} s",
+        rf"prefetch on:   wall +{number} s, downloading +{number} s, sweeping +{number} s",
+        rf"prefetch ratio {number}",
+    ]
+    assert len(lines) == len(patterns), out
+    for line, pattern in zip(lines, patterns):
+        assert re.fullmatch(pattern, line), (line, pattern)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 
@@ -14,6 +13,7 @@ from layerdb import LayerdbError, Store
 from layerdb.charts import (CHARTS, SLIDER_EVENTS, chart_spec, heatmap_chart, layer_loss_chart,
                             step_cell_edges, write_chart)
 from layerdb.cli import main
+from tests.fixtures.browser import dump_dom, needs_chromium
 
 PARAMS = {"layer-loss": {"model": "acme/small"}, "heatmap": {"model": "acme/small"},
           "training": {"model": "acme/large"}, "compare": {}, "span": {}, "metric-vs-drop": {}}
@@ -56,8 +56,7 @@ def test_span_chart_frames_and_cells(deep_store, results_store):
     track = spec["datasets"][spec["vconcat"][0]["data"]["name"]]
     assert [row["frame_label"] for row in track] == ["step 1", "step 2"]
     cells = spec["datasets"][spec["vconcat"][1]["data"]["name"]]
-    values = cells
-    cell = next(v for v in values if (v["step"], v["layer"], v["span"]) == (2, 1, 2))
+    cell = next(v for v in cells if (v["step"], v["layer"], v["span"]) == (2, 1, 2))
     assert cell["delta"] == pytest.approx((0.125 + 0.25) * 2 + 0.5 * 2)  # both drops + interaction
     one = chart_spec(span_chart(deep_store, step=1, slider=False))
     (frame,) = one["datasets"].values()
@@ -176,8 +175,6 @@ def test_compare_keeps_a_model_known_only_by_a_local_revision(db_path):
     assert len(values) == 6
 
 
-CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
-                 if shutil.which(n)), None)
 # After the chart is drawn: read the slider, press on its first dot, drag to the second, then
 # move over the last dot with no button pressed (which must not pick it).
 SLIDER_SCRIPT = """
@@ -201,7 +198,7 @@ vegaEmbed('#vis', SPEC, {renderer: 'svg', actions: false}).then(async result => 
 """
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (CI installs it: .ci/run)")
+@needs_chromium
 def test_layer_loss_slider_reads_steps_and_follows_a_drag_in_chromium(results_store, tmp_path):
     from layerdb.report import _vega_bundle
 
@@ -210,13 +207,7 @@ def test_layer_loss_slider_reads_steps_and_follows_a_drag_in_chromium(results_st
     page.write_text(f"<!DOCTYPE html><meta charset=utf-8><script>{_vega_bundle()}</script>"
                     f"<div id=vis></div><pre id=log></pre><script>"
                     f"{SLIDER_SCRIPT.replace('SPEC', json.dumps(spec))}</script>")
-    dom = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--no-first-run", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000",
-         "--window-size=1280,800", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=120,
-    ).stdout
+    dom = dump_dom(page.as_uri(), tmp_path, "--window-size=1280,800")
     log = re.search(r'<pre id="log">(.*?)</pre>', dom, re.S).group(1).splitlines()
     # the slider's readout and the label above each of the three panels
     assert log == ["step 4 | step 4 | step 4 | step 4",   # starts at the latest checkpoint
@@ -225,7 +216,7 @@ def test_layer_loss_slider_reads_steps_and_follows_a_drag_in_chromium(results_st
                    "step 1 | step 1 | step 1 | step 1"]   # moving without a button: no change
 
 
-def test_charts_leave_out_revisions_with_another_revisions_weights(marked_db):
+def test_charts_leave_out_revisions_with_another_revisions_weights(marked_store):
     from layerdb.charts import training_chart
 
     def steps(chart) -> set:  # of the chart's rows (the layer-loss slider's track aside)
@@ -234,7 +225,7 @@ def test_charts_leave_out_revisions_with_another_revisions_weights(marked_db):
         return {row.get("step") for name, values in spec["datasets"].items() if name != track
                 for row in values}
 
-    with Store.open(marked_db, read_only=True) as store:  # acme/small step2 is marked (step4's)
-        assert steps(heatmap_chart(store, model="acme/small")) == {0, 1, 4}
-        assert steps(layer_loss_chart(store, model="acme/small")) == {0, 1, 4}
-        assert steps(training_chart(store, model="acme/small")) == {0, 1, 4}
+    # acme/small step2 is marked (step4's)
+    assert steps(heatmap_chart(marked_store, model="acme/small")) == {0, 1, 4}
+    assert steps(layer_loss_chart(marked_store, model="acme/small")) == {0, 1, 4}
+    assert steps(training_chart(marked_store, model="acme/small")) == {0, 1, 4}

@@ -16,26 +16,12 @@ from click.testing import CliRunner
 import collectors.collect
 from layerdb import Store
 from layerdb.cli import main
+from tests.fixtures.collect import DATA, ROWS, collect, counts, sql
+from tests.fixtures.stores import EMPTY
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-DATA = ["--tokens", "192", "--seq-len", "32", "--batch-size", "4"]  # 6 sequences of 32 tokens
-ROWS = 1 + 3 * 3  # baseline + 3 components x 3 layers
 METRICS = 5 * 3  # per checkpoint: 5 metrics x 3 layers (span 1)
-
-
-def collect(db, *args):
-    return CliRunner().invoke(main, ["--db", db, "collect", *args])
-
-
-def counts(db):
-    with Store.open(db, read_only=True) as store:
-        return store.table_counts()
-
-
-def sql(db, query):
-    with Store.open(db, read_only=True) as store:
-        return store.sql(query)
 
 
 def digest(path):
@@ -156,8 +142,7 @@ def test_a_write_failing_inside_the_transaction_leaves_nothing(tmp_path, neox, m
     monkeypatch.setattr(Store, "_upsert_results", half_written)
     result = collect(db, *neox, "-r", "step0")
     assert result.exit_code == 130
-    assert counts(db) == {"models": 0, "checkpoints": 0, "eval_sets": 0, "runs": 0, "results": 0,
-                          "layer_metrics": 0}
+    assert counts(db) == EMPTY
 
 
 def test_a_reader_works_while_a_collector_writes(tmp_path, neox, monkeypatch):

@@ -1,20 +1,13 @@
 """A store on a disk that fills: one-line errors, every earlier checkpoint intact, and a re-run
 after space is freed completes.
 
-The disk is a small tmpfs of each test's own, filled to the byte by a filler file (another program
-filling the disk) and freed by deleting it.  Mounting needs root: where this process cannot
-mount, the test re-runs itself in a user and mount namespace where it is root
-(``unshare --user --map-root-user --mount``), and fails (never skips) if that is refused too.
+The disk is a small tmpfs of each test's own (tests/fixtures/disk.py), filled to the byte by a
+filler file (another program filling the disk) and freed by deleting it.  Mounting needs root:
+where this process cannot mount, the test re-runs itself in a user and mount namespace where it is
+root, and fails (never skips) if that is refused too.
 """
 import functools
-import os
 import resource
-import shutil
-import subprocess
-import sys
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -25,77 +18,13 @@ from layerdb import Store
 from layerdb.cli import main
 from layerdb.errors import StoreWriteError
 from layerdb.migrate import head_revision
+from tests.fixtures.collect import DATA, ROWS, errors
+from tests.fixtures.disk import run_on_small_disk
 from tests.fixtures.results import small_store_rows
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-DATA = ["--tokens", "192", "--seq-len", "32", "--batch-size", "4"]  # as in test_collect_cli
-ROWS = 1 + 3 * 3  # baseline + 3 components x 3 layers
 MODEL = "layerdb-test/tiny-gpt-neox"
-IN_NAMESPACE = "LAYERDB_TEST_IN_USER_NAMESPACE"  # set in the re-run, so it does not recurse
-NEEDS = ("these tests need a small filesystem of their own: run them as root (mount -t tmpfs), "
-         "or where unprivileged user namespaces are allowed "
-         "(unshare --user --map-root-user --mount)")
-
-
-# -- the disk ---------------------------------------------------------------------------------
-@dataclass
-class Disk:
-    root: Path
-
-    def free(self) -> int:
-        stat = os.statvfs(self.root)
-        return stat.f_bavail * stat.f_frsize
-
-    def fill(self, leave: int = 0) -> None:
-        """Take all free space but ``leave`` bytes (a multiple of the 4 KiB page)."""
-        with open(self.root / "filler", "ab") as filler:
-            filler.write(b"\0" * (self.free() - leave))
-        assert self.free() == leave
-
-    def free_space(self) -> None:
-        (self.root / "filler").unlink()
-
-
-def run_on_small_disk(request, scenario, size: str = "16m") -> None:
-    """Run ``scenario(disk, request)`` on a fresh tmpfs of ``size``, unmounted afterwards."""
-    root = Path(tempfile.mkdtemp(prefix="layerdb-disk-"))
-    try:
-        mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(root)],
-                               capture_output=True, text=True)
-        if mount.returncode == 0:
-            try:
-                scenario(Disk(root), request)
-            finally:
-                subprocess.run(["umount", "--lazy", str(root)], check=True)
-            return
-    finally:
-        root.rmdir()
-    mount_says = _first_line(mount.stderr) or f"exit status {mount.returncode}"
-    if os.environ.get(IN_NAMESPACE):
-        pytest.fail(f"{NEEDS} (in the user namespace, mount says: {mount_says})")
-    _rerun_in_user_namespace(request, mount_says)
-
-
-def _rerun_in_user_namespace(request, mount_says: str) -> None:
-    unshare = ["unshare", "--user", "--map-root-user", "--mount"]
-    if shutil.which("unshare") is None:
-        pytest.fail(f"{NEEDS} (mount says: {mount_says}; there is no unshare)")
-    probe = subprocess.run([*unshare, "true"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.fail(f"{NEEDS} (mount says: {mount_says}; unshare says: "
-                    f"{_first_line(probe.stderr)})")
-    with tempfile.TemporaryDirectory(prefix="layerdb-ns-") as base:
-        rerun = subprocess.run(
-            [*unshare, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-             f"--basetemp={base}/tmp", f"{request.node.path}::{request.node.name}"],
-            cwd=request.config.rootpath, env={**os.environ, IN_NAMESPACE: "1"},
-            capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0, rerun.stdout[-4000:] + rerun.stderr[-2000:]
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else ""
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -103,10 +32,6 @@ def collect(db, hub, *revisions):
     revs = [arg for r in revisions for arg in ("-r", r)]
     return CliRunner().invoke(main, ["--db", db, "collect", hub.repo("gpt-neox"),
                                      "--data", str(hub.txt), *DATA, *revs])
-
-
-def errors(result) -> list[str]:
-    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
 def assert_one_line_error(result, message: str) -> None:

@@ -14,17 +14,16 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from layerdb import Store
+from tests.fixtures.collect import DATA, ROWS, errors
+from tests.fixtures.collect import sql_rows as sql
+from tests.fixtures.disk import run_on_small_disk
 from tests.fixtures.hub import corpus
 from tests.fixtures.hub_server import PYTHIA_REPO, HubRepo, HubServer, client_env, run_client
 
-DATA = ["--tokens", "192", "--seq-len", "32", "--batch-size", "4"]  # 6 sequences of 32 tokens
-ROWS = 1 + 3 * 3  # baseline + 3 components x 3 layers
 PLAIN_REPO = "layerdb-test/hub-plain"  # weights kept in git itself: no LFS metadata
 CACHE = "hub/models--layerdb-test--hub-pythia"
 
@@ -46,18 +45,9 @@ def layerdb(server: HubServer, hf_home: Path, *args: str, **env) -> subprocess.C
                           text=True, timeout=300)
 
 
-def sql(db: str, query: str) -> list[tuple]:
-    with Store.open(db, read_only=True) as store:
-        return [tuple(row.values()) for row in store.arrow(query).to_pylist()]
-
-
 def weight_gets(server: HubServer, repo: HubRepo, revision: str) -> list[int]:
     """Statuses of the GETs of ``revision``'s weights (each distinct file is one CDN object)."""
     return [r.status for r in server.requests.entries("GET", path=f"/lfs/{weights(repo, revision).sha256}")]
-
-
-def errors(proc: subprocess.CompletedProcess) -> list[str]:
-    return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
 
 
 # -- fixtures: one hub and one collected store for the module -----------------------------------
@@ -317,32 +307,24 @@ def test_a_revision_whose_downloads_keep_failing_is_reported_and_the_others_coll
     assert sql(db, "SELECT revision, count(*) FROM results GROUP BY 1") == [("step4", ROWS)]
 
 
-@pytest.fixture
-def small_disk():
-    """A 96 KiB tmpfs: room for a config and a tokenizer, not for the 120 kB weights."""
-    root = Path(tempfile.mkdtemp(prefix="layerdb-disk-"))
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(root)],
-                           capture_output=True, text=True)
-    if mount.returncode != 0:
-        root.rmdir()
-        pytest.fail(f"this test needs to mount a small tmpfs (run as root): {mount.stderr.strip()}")
-    yield root
-    subprocess.run(["umount", "--lazy", str(root)], check=True)
-    root.rmdir()
+def test_a_disk_that_fills_during_a_download_gives_one_line_and_the_store_is_unchanged(request):
+    # 96 KiB: room for a config and a tokenizer, not for the 120 kB weights
+    run_on_small_disk(request, _download_fills_the_disk, size="96k")
 
 
-def test_a_disk_that_fills_during_a_download_gives_one_line_and_the_store_is_unchanged(
-        fresh, collected, corpus_txt, small_disk, tmp_path):
+def _download_fills_the_disk(disk, request):
+    fresh, collected, corpus_txt, tmp_path = (
+        request.getfixturevalue(name) for name in ("fresh", "collected", "corpus_txt", "tmp_path"))
     db = str(tmp_path / "s.duckdb")
     shutil.copyfile(collected["db"], db)
     before = Path(db).read_bytes()
-    proc = layerdb(fresh, small_disk, "--db", db, "collect", PYTHIA_REPO, "-r", "step8",
+    proc = layerdb(fresh, disk.root, "--db", db, "collect", PYTHIA_REPO, "-r", "step8",
                    "--data", corpus_txt, "--tokens", "128", "--seq-len", "32")  # a new eval set
     assert proc.returncode == 1
     assert errors(proc) == [
-        f"error: the disk of the HF cache ({small_disk}/hub) is full: downloading "
+        f"error: the disk of the HF cache ({disk.root}/hub) is full: downloading "
         f"{PYTHIA_REPO}@step8 stopped, nothing of it was stored; free space (or collect with "
         "--evict) and run again"]
     assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr
     assert Path(db).read_bytes() == before
-    assert not list(small_disk.rglob("*.incomplete"))
+    assert not list(disk.root.rglob("*.incomplete"))

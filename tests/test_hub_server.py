@@ -326,18 +326,17 @@ def _get(url: str, headers: dict[str, str] | None = None):
         return e.code, dict(e.headers), e.read()
 
 
-def test_resolve_serves_byte_ranges_and_refuses_unsatisfiable_ones(hub_pythia):
+def test_resolve_serves_byte_ranges_and_refuses_unsatisfiable_ones(hub_server, hub_pythia):
     f = hub_pythia.commit("main").files["config.json"]
-    with HubServer([hub_pythia]) as server:
-        url = f"{server.url}/{PYTHIA_REPO}/resolve/main/config.json"
-        status, headers, body = _get(url, {"Range": "bytes=-10"})
-        assert (status, headers["Content-Range"], body) == (206, f"bytes {f.size - 10}-{f.size - 1}/{f.size}",
-                                                            f.data[-10:])
-        status, headers, body = _get(url, {"Range": "bytes=5-9"})
-        assert (status, headers["Content-Length"], body) == (206, "5", f.data[5:10])
-        status, headers, _ = _get(url, {"Range": f"bytes={f.size}-"})
-        assert (status, headers["Content-Range"]) == (416, f"bytes */{f.size}")
-        status, headers, body = _get(f"{server.url}/{PYTHIA_REPO}/resolve/main/nope.json")
-        assert (status, headers["X-Error-Code"], headers["X-Repo-Commit"], body) == (
-            404, "EntryNotFound", hub_pythia.branches["main"],
-            b'{"error": "nope.json does not exist on main"}')
+    url = f"{hub_server.url}/{PYTHIA_REPO}/resolve/main/config.json"
+    status, headers, body = _get(url, {"Range": "bytes=-10"})
+    assert (status, headers["Content-Range"], body) == (206, f"bytes {f.size - 10}-{f.size - 1}/{f.size}",
+                                                        f.data[-10:])
+    status, headers, body = _get(url, {"Range": "bytes=5-9"})
+    assert (status, headers["Content-Length"], body) == (206, "5", f.data[5:10])
+    status, headers, _ = _get(url, {"Range": f"bytes={f.size}-"})
+    assert (status, headers["Content-Range"]) == (416, f"bytes */{f.size}")
+    status, headers, body = _get(f"{hub_server.url}/{PYTHIA_REPO}/resolve/main/nope.json")
+    assert (status, headers["X-Error-Code"], headers["X-Repo-Commit"], body) == (
+        404, "EntryNotFound", hub_pythia.branches["main"],
+        b'{"error": "nope.json does not exist on main"}')

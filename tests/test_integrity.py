@@ -13,6 +13,7 @@ from collectors.integrity import (RevisionWeights, assign_keepers, audit_revisio
                                   weight_files, weights_digest)
 from collectors.same_weights import SameWeights
 from layerdb import LayerdbError, Store
+from tests.fixtures.collect import sql_rows
 
 MODEL = "acme/pythia"
 REF = ModelRef(MODEL, MODEL, False)
@@ -83,9 +84,7 @@ def store_with(path, revisions: dict[str, tuple[int, str]]) -> str:
 
 
 def marks(db: str) -> list[tuple]:
-    with Store.open(db, read_only=True) as store:
-        return [tuple(r.values()) for r in store.arrow(
-            "SELECT revision, same_weights_as FROM checkpoints ORDER BY revision").to_pylist()]
+    return sql_rows(db, "SELECT revision, same_weights_as FROM checkpoints ORDER BY revision")
 
 
 def test_a_rerun_planning_an_early_step_marks_it_with_the_stored_keepers_weights(tmp_path):

@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from layerdb import LayerdbError
-from layerdb.fdr import bh_qvalues
 from layerdb.cli import main
 from layerdb.named_queries import _walk, get_query, list_queries, parse_query, run_query
+from tests.fdr import bh_qvalues
 
 S, L = "acme/small", "acme/large"
 QUERY_NAMES = [q.name for q in list_queries()]
@@ -321,7 +321,6 @@ def test_metric_vs_drop(deep_store):
 
 
 def test_swap_sensitivity_and_the_views_q_values(deep_store):
-    from layerdb.fdr import bh_qvalues
     from tests.fixtures.results import DEEP, DEEP_SWAP, DEEP_SWAP_P
 
     df = run_query(deep_store, "swap-sensitivity")
@@ -339,13 +338,10 @@ def test_swap_sensitivity_and_the_views_q_values(deep_store):
     assert len(run_query(deep_store, "swap-sensitivity", step=1)) == 3
 
 
-def test_coverage_and_duplicates_of_revisions_marked_by_collect(marked_db):
-    from layerdb import Store
-
-    with Store.open(marked_db, read_only=True) as store:
-        coverage = run_query(store, "coverage", model=S)
-        on_set = run_query(store, "coverage", model=S, eval_set="es-small")
-        dupes = run_query(store, "duplicate-checkpoints", model=S)
+def test_coverage_and_duplicates_of_revisions_marked_by_collect(marked_store):
+    coverage = run_query(marked_store, "coverage", model=S)
+    on_set = run_query(marked_store, "coverage", model=S, eval_set="es-small")
+    dupes = run_query(marked_store, "duplicate-checkpoints", model=S)
     cols = ["revision", "eval_set", "result_rows", "complete", "missing", "same_weights_as"]
     nm = "metrics all layers"  # the fixture holds no layer metrics
     assert rows(coverage, cols) == [

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from rich.console import Console
 
 import collectors.collect
@@ -16,22 +15,11 @@ import collectors.ray_executor as ray_executor
 from collectors.collect import collect as collect_api
 from collectors.ray_executor import RayExecutor, task_resources
 from layerdb import Store
-from layerdb.cli import main
 from layerdb.errors import LayerdbError
+from tests.fixtures.collect import DATA, ROWS, collect, sql
 
-DATA = ["--tokens", "192", "--seq-len", "32", "--batch-size", "4"]  # 6 sequences of 32 tokens
-ROWS = 1 + 3 * 3  # baseline + 3 components x 3 layers
 RESULTS = ("SELECT revision, component, layer, loss, delta, delta_ci_low, delta_ci_high, "
            "seq_losses, n_tokens FROM results ORDER BY revision, component, layer")
-
-
-def collect(db, *args):
-    return CliRunner().invoke(main, ["--db", db, "collect", *args])
-
-
-def sql(db, query):
-    with Store.open(db, read_only=True) as store:
-        return store.sql(query)
 
 
 def stored_revisions(db):

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 
 import pytest
 from click.testing import CliRunner
@@ -11,9 +9,7 @@ from click.testing import CliRunner
 from layerdb import LayerdbError
 from layerdb.cli import main
 from layerdb.report import build_report, write_report
-
-CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
-                 if shutil.which(n)), None)
+from tests.fixtures.browser import dump_dom, needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -69,15 +65,9 @@ def test_cli_report(results_db, tmp_path):
     assert bad.exit_code == 1 and "no results for model(s) x" in bad.output
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (CI installs it: .ci/run)")
+@needs_chromium
 def test_report_renders_in_headless_chromium(report_html, tmp_path):
-    dom = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--no-first-run", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000", "--dump-dom",
-         report_html.as_uri()],
-        capture_output=True, text=True, timeout=120,
-    ).stdout
+    dom = dump_dom(report_html.as_uri(), tmp_path)
     charts = len(re.findall(r'class="chart vega-embed', dom))
     drawn = len(re.findall(r'<svg[^>]*class="marks"', dom))
     assert charts == 5 and drawn == 5, f"{drawn} of {charts} charts drawn"
@@ -135,11 +125,8 @@ def test_report_says_how_many_lowers_loss_cases_when_all_fit(report_html):
             "-p significant_only=true</code></p>") in page
 
 
-def test_report_names_revisions_with_another_revisions_weights(marked_db):
-    from layerdb import Store
-
-    with Store.open(marked_db, read_only=True) as store:
-        page = build_report(store, ["acme/small"]).split("</script>", 1)[1]
+def test_report_names_revisions_with_another_revisions_weights(marked_store):
+    page = build_report(marked_store, ["acme/small"]).split("</script>", 1)[1]
     assert ("<b>Same weights:</b> step2, main serve the weights of step4, which keeps the "
             "results; not swept: main; swept anyway, left out of the charts: step2.") in page
     assert "<dt>another&#x27;s weights</dt><dd>2</dd>" in page

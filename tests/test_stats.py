@@ -1,7 +1,7 @@
-"""collectors.stats and layerdb.fdr: the t p-value against closed forms, the confidence sequence
-(CS) formula, its rho², p-value and stopping rule, the batched mean/variance update, and by
-simulation: the CS covers the mean at every look where a fixed-n interval does not, the anytime
-p-value is valid under the null, and BH q-values control the false-discovery rate."""
+"""collectors.stats and tests/fdr.py (the BH reference): the t p-value against closed forms, the
+confidence sequence (CS) formula, its rho², p-value and stopping rule, the batched mean/variance
+update, and by simulation: the CS covers the mean at every look where a fixed-n interval does not,
+the anytime p-value is valid under the null, and BH q-values control the false-discovery rate."""
 import math
 
 import numpy as np
@@ -9,7 +9,7 @@ import pytest
 
 from collectors.stats import (ALPHA, PairedSequence, cs_margin, cs_pvalue, paired_interval,
                               paired_pvalue, rho2_for, t_pvalue, t_quantile)
-from layerdb.fdr import bh_qvalues, bh_qvalues_by
+from tests.fdr import bh_qvalues, bh_qvalues_by
 
 RUNS = 4000
 SE = math.sqrt(ALPHA * (1 - ALPHA) / RUNS)   # Monte Carlo standard error of a rate near alpha

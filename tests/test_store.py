@@ -11,8 +11,7 @@ import pytest
 
 from layerdb import LayerdbError, Store, migrate
 from layerdb.errors import BadRows, ReadOnlyViolation, StoreLocked
-
-EMPTY = dict(models=0, checkpoints=0, eval_sets=0, runs=0, results=0, layer_metrics=0)
+from tests.fixtures.stores import EMPTY
 
 
 def rows(loss_shift=0.0, created_at=None, n_layers=2):

@@ -19,6 +19,8 @@ from tests.references import change_for, forward_by_hand, means_by_hand
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 IDS = torch.randint(2, 64, (6, 20), generator=torch.Generator().manual_seed(7))  # (N, T)
+# enough sequences for --precision to stop some ablations early (the adaptive tests)
+ADAPTIVE_IDS = torch.randint(2, 64, (96, 24), generator=torch.Generator().manual_seed(5))
 
 
 def _load(tiny_hub, variant, revision="main"):
@@ -187,11 +189,11 @@ def test_adaptive_agrees_with_fixed_within_each_interval(tiny_hub):
     """--precision: the same checkpoint, fixed budget vs adaptive; every fixed delta lies in the
     adaptive row's interval, rows used fewer sequences, and deltas pair with the same sequences."""
     checkpoint = _load(tiny_hub, "gpt-neox", "step1")
-    ids = torch.randint(2, 64, (96, 24), generator=torch.Generator().manual_seed(5))
-    tokens = EvalTokens(ids.numpy(), eval_set_id(ids.numpy()), 0, "t", "t")
+    tokens = EvalTokens(ADAPTIVE_IDS.numpy(), eval_set_id(ADAPTIVE_IDS.numpy()), 0, "t", "t")
     fixed = sweep_checkpoint(checkpoint, tokens, SweepOptions(batch_size=8)).results.to_pandas()
     options = SweepOptions(batch_size=8, precision=0.05, order_seed=3)
-    adaptive = sweep_checkpoint(checkpoint, tokens, options).results.to_pandas()
+    swept = sweep_checkpoint(checkpoint, tokens, options)
+    adaptive = swept.results.to_pandas()
     key = ["component", "layer", "span"]
     both = fixed.merge(adaptive, on=key, suffixes=("_f", "_a"))
     ablated = both[both.component != "none"]
@@ -206,16 +208,15 @@ def test_adaptive_agrees_with_fixed_within_each_interval(tiny_hub):
         n = row.n_sequences_a
         assert row.delta_a == pytest.approx(np.mean(row.seq_losses_a) - base[:n].mean(), abs=1e-9)
         assert row.n_tokens_a == n * 23 and 0 < row.p_value_a <= 1
-    run = sweep_checkpoint(checkpoint, tokens, options).runs.to_pylist()[0]
+    run = swept.runs.to_pylist()[0]
     assert (run["precision"], run["order_seed"]) == (0.05, 3)
     assert run["ablated_sequences"] == int(ablated.n_sequences_a.sum())
 
 
 def test_adaptive_progress_reports_active_ablations_and_tokens_saved(tiny_hub):
     checkpoint = _load(tiny_hub, "gpt-neox", "step1")
-    ids = torch.randint(2, 64, (96, 24), generator=torch.Generator().manual_seed(5))
     calls = []
-    result = sweep_losses(checkpoint.model, checkpoint.family, ids,
+    result = sweep_losses(checkpoint.model, checkpoint.family, ADAPTIVE_IDS,
                           SweepOptions(batch_size=8, precision=0.05),
                           on_batch=lambda *args: calls.append(args))
     active = [c[0] for c in calls]

@@ -5,7 +5,8 @@ import pytest
 from layerdb import Store
 from layerdb.errors import BadRows, LayerdbError
 from layerdb.transfer import export_store, import_path
-from tests.test_store import EMPTY, rows
+from tests.fixtures.stores import EMPTY
+from tests.test_store import rows
 
 
 def populated(path):

@@ -20,6 +20,7 @@ from layerdb.cli import main
 from layerdb.errors import LayerdbWarning
 from layerdb.named_queries import run_query
 from layerdb.units import compare_unit, unit_warnings
+from tests.fixtures.hub import one_torch_thread
 
 DATA = ["--tokens", "192", "--seq-len", "32", "--batch-size", "6"]  # 6 sequences of 32 tokens
 N_TOKENS = 6 * 31  # predicted tokens: positions 1..31 of each sequence
@@ -32,19 +33,13 @@ WARNING = "nats per token compared across 2 different tokenizers"
 def two_tokenizers(tiny_hub, tmp_path_factory):
     """A store holding tiny-gpt-neox (words), tiny-llama (words) and tiny-chars (characters),
     each collected at main on the same text, and the models' repo ids."""
-    import torch
-
     db = str(tmp_path_factory.mktemp("units") / "units.duckdb")
     models = {name: tiny_hub.repo(name) for name in ("gpt-neox", "llama", "chars")}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the torch_one_thread fixture does, for the module
-    try:
+    with one_torch_thread():  # the torch_one_thread fixture is per test; this fixture is per module
         for repo in models.values():
             result = CliRunner().invoke(main, ["--db", db, "collect", repo, "-r", "main",
                                                "--data", str(tiny_hub.txt), *DATA])
             assert result.exit_code == 0, result.output + result.stderr
-    finally:
-        torch.set_num_threads(threads)
     return db, models, tiny_hub.txt.read_text()
 
 

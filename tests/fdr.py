@@ -1,4 +1,5 @@
-"""Benjamini-Hochberg q-values: "significant" that survives testing hundreds of ablations.
+"""Benjamini-Hochberg q-values in Python: the tests' reference for the q-values the `ablations` view
+computes in SQL ("significant" that survives testing hundreds of ablations).
 
 A study tests every ablation of a checkpoint at once.  Calling each one significant when its own
 p <= 0.05 lets about 5% of the true nulls through, which among hundreds of ablations is many false

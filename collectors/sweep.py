@@ -161,7 +161,7 @@ def sweep_losses(model, family: Family, ids: torch.Tensor, options: SweepOptions
                     on_batch(len(stop.active), len(keys) - 1, saved,
                              batches_left * (1 + len(stop.active)) if stop.active.size else 0)
     losses = _to_host({key: torch.cat(p) for key, p in parts.items()})
-    stats = {key: stop.row(i) for i, key in enumerate(keys[1:])} if stop is not None else None
+    stats = dict(zip(keys[1:], stop.rows(), strict=True)) if stop is not None else None
     return SweepResult(losses, metrics.values() if metrics is not None else {}, stats)
 
 

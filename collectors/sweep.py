@@ -118,7 +118,7 @@ class NonFiniteLoss(LayerdbError):
 
 def sweep_losses(model, family: Family, ids: torch.Tensor, options: SweepOptions,
                  on_pass: Callable[[int], None] | None = None,
-                 on_batch: Callable[[int, int, int], None] | None = None) -> SweepResult:
+                 on_batch: Callable[[int, int, int, int], None] | None = None) -> SweepResult:
     """The baseline and every ablation of ``options`` on ``ids`` (N, T).  ``on_pass(n_tokens)``
     is called after every forward pass; with ``options.precision``, ``on_batch(active, total,
     tokens_saved, passes_left)`` after every batch."""
@@ -153,8 +153,9 @@ def sweep_losses(model, family: Family, ids: torch.Tensor, options: SweepOptions
                 parts[key].append(sequence_losses(model, hidden, batch, chunk))
                 _report(on_pass, batch)
             if stop is not None:  # one host sync per batch: the decisions need the losses
-                stop.update(parts[BASELINE][-1].double().cpu().numpy(),
-                            torch.stack([parts[k][-1] for k in active]).double().cpu().numpy())
+                batch_losses = torch.stack([parts[key][-1] for key in (BASELINE, *active)])
+                host = batch_losses.double().cpu().numpy()  # (1 + len(active), B)
+                stop.update(host[0], host[1:])
                 saved += (len(keys) - 1 - len(active)) * batch.numel()
                 if on_batch is not None:
                     batches_left = -(-(len(ids) - start - len(batch)) // options.batch_size)
@@ -231,7 +232,7 @@ def _final_hidden(model, ids: torch.Tensor) -> torch.Tensor:
 # -- one checkpoint -> rows -------------------------------------------------------------------------
 def sweep_checkpoint(checkpoint, tokens, options: SweepOptions = SweepOptions(),
                      on_pass: Callable[[int], None] | None = None,
-                     on_batch: Callable[[int, int, int], None] | None = None):
+                     on_batch: Callable[[int, int, int, int], None] | None = None):
     """Sweep a loaded ``Checkpoint`` (collectors.checkpoints) on ``EvalTokens`` that fit it
     (``prepare`` checks that with ``EvalTokens.check_fits``); return SweepRows.
     Raises NonFiniteLoss (nothing to store) when any pass gives NaN or infinite losses."""

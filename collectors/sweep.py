@@ -92,8 +92,12 @@ class SweepOptions:
         return replace(self, components=tuple(c for c in self.components if c in missing),
                        spans=tuple(n for n in self.spans if span_kind(n) in missing),
                        swaps=self.swaps and "swap" in missing,
-                       metric_spans=self.metric_spans if self.metric_spans is not None
-                       else self.spans)
+                       metric_spans=self.angular_spans)
+
+    @property
+    def angular_spans(self) -> tuple[int, ...]:
+        """The spans the angular distance is measured at: ``metric_spans``, else ``spans``."""
+        return self.spans if self.metric_spans is None else self.metric_spans
 
     def check_fits(self, n_layers: int, model: str) -> None:
         """A one-line error for spans or swaps the model is too shallow for."""
@@ -127,8 +131,7 @@ def sweep_losses(model, family: Family, ids: torch.Tensor, options: SweepOptions
     parts: dict[Key, list[torch.Tensor]] = {key: [] for key in keys}
     device = input_device(model)
     chunk = options.logits_chunk or logits_chunk(model)
-    metric_spans = options.spans if options.metric_spans is None else options.metric_spans
-    metrics = LayerMetrics(len(layers), metric_spans) if options.metrics else None
+    metrics = LayerMetrics(len(layers), options.angular_spans) if options.metrics else None
     adaptive = options.precision is not None
     order = evaluation_order(len(ids), options.order_seed if adaptive else None)
     stop = AdaptiveStop(len(keys) - 1, len(ids), options.precision) if adaptive else None

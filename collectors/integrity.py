@@ -73,7 +73,11 @@ class RevisionWeights:
         """Its columns of a ``checkpoints`` row."""
         return dict(model=model, revision=self.revision, step=self.step,
                     tokens_seen=parse_revision(self.revision).tokens, commit_hash=self.commit,
-                    weights_digest=self.digest, weight_files=len(self.files) or None,
+                    **self.weight_columns())
+
+    def weight_columns(self) -> dict:
+        """The columns of a ``checkpoints`` row that describe its weight files."""
+        return dict(weights_digest=self.digest, weight_files=len(self.files) or None,
                     weight_bytes=self.bytes)
 
 

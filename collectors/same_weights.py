@@ -146,8 +146,7 @@ class SameWeights:
         revision = row["revision"]
         audit = self.audits.get(revision)
         if audit is not None:
-            row.update(weights_digest=audit.digest, weight_files=len(audit.files) or None,
-                       weight_bytes=audit.bytes, commit_hash=row["commit_hash"] or audit.commit)
+            row.update(audit.weight_columns(), commit_hash=row["commit_hash"] or audit.commit)
         kept_by = self.keepers.get(revision, revision)
         row["same_weights_as"] = None if kept_by == revision else kept_by
         extra = self._with.pop(revision, [])
@@ -163,7 +162,7 @@ class SameWeights:
         self._remember(checkpoints)
         return dataclasses.replace(rows, checkpoints=arrow_rows("checkpoints", checkpoints))
 
-    def duplicate(self, dup: DuplicateWeights) -> list[dict]:
+    def duplicate(self, dup: DuplicateWeights) -> None:
         """Write the row of a revision found after loading to hold ``dup.same_as``'s weights
         (with the rows that were to go with it, now pointing at ``dup.same_as``)."""
         self.duplicates[dup.revision] = dup.same_as
@@ -172,11 +171,10 @@ class SameWeights:
                           commit_hash=dup.commit, same_weights_as=dup.same_as)] + moved
         write_checkpoints(self.db_path, rows)
         self._remember(rows)
-        return rows
 
-    def dropped(self, revision: str) -> list[str]:
-        """A keeper failed: the revisions whose rows were to go with it (written on a re-run)."""
-        return [r["revision"] for r in self._with.pop(revision, [])]
+    def dropped(self, revision: str) -> None:
+        """A keeper failed: the rows that were to go with it are dropped (written on a re-run)."""
+        self._with.pop(revision, None)
 
     def _remember(self, rows: list[dict]) -> None:
         for row in rows:

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,10 @@ from layerdb.errors import LayerdbError, first_line
 from layerdb.revisions import PYTHIA_STEPS, nearest_revisions, parse_revision, select_steps
 
 from .families import Family, family_for
-from .hub_cache import repo_cache_dir
+from .hub_cache import is_commit, repo_cache_dir
 from .placement import Placement, input_device
 
 LOCAL_REVISION = "local"  # the revision stored for a local checkpoint folder
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 class CheckpointLoadError(LayerdbError):
@@ -140,13 +138,13 @@ def load_config(ref: ModelRef, revision: str):
 def commit_hash(ref: ModelRef, revision: str) -> str | None:
     if ref.local:
         return None
-    if _COMMIT.match(revision):
+    if is_commit(revision):
         return revision
     try:
         from huggingface_hub import hf_hub_download
 
         path = Path(hf_hub_download(ref.source, "config.json", revision=revision))
-        return path.parent.name if _COMMIT.match(path.parent.name) else None
+        return path.parent.name if is_commit(path.parent.name) else None
     except Exception:
         return None
 

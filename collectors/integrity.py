@@ -38,6 +38,7 @@ from layerdb.errors import LayerdbError
 from layerdb.revisions import parse_revision
 
 from .checkpoints import ModelRef, unknown_revision_message
+from .hub import hub_reachable
 from .hub_cache import is_commit, repo_cache_dir, snapshot_dir
 
 SAFETENSORS = "model*.safetensors"
@@ -125,9 +126,7 @@ def audit_revisions(ref: ModelRef, revisions: Iterable[str]) -> dict[str, Revisi
     if ref.local:
         return {r: RevisionWeights(r, None, None, note="a local folder: fingerprinted after loading")
                 for r in revisions}
-    from huggingface_hub import constants
-
-    online = not constants.HF_HUB_OFFLINE
+    online = hub_reachable()
     if not online and not repo_cache_dir(ref.source).exists():
         raise LayerdbError(f"unknown model {ref.source}: not a local folder and not found on the "
                            "hub (HF_HUB_OFFLINE is set and it is not in the HF cache)")

@@ -38,7 +38,7 @@ from layerdb.errors import LayerdbError
 from layerdb.revisions import parse_revision
 
 from .checkpoints import ModelRef, unknown_revision_message
-from .hub import hub_reachable
+from .hub import hub_reachable, hub_refs
 from .hub_cache import is_commit, repo_cache_dir, snapshot_dir
 
 SAFETENSORS = "model*.safetensors"
@@ -130,7 +130,7 @@ def audit_revisions(ref: ModelRef, revisions: Iterable[str]) -> dict[str, Revisi
     if not online and not repo_cache_dir(ref.source).exists():
         raise LayerdbError(f"unknown model {ref.source}: not a local folder and not found on the "
                            "hub (HF_HUB_OFFLINE is set and it is not in the HF cache)")
-    commits = _branch_commits(ref.source) if online else {}
+    commits = hub_refs(ref.source) or {}  # {} offline or unreadable
     audits = {}
     for revision in revisions:
         audit = _from_hub(ref, revision, commits) if online else None
@@ -145,17 +145,6 @@ def audit_revisions(ref: ModelRef, revisions: Iterable[str]) -> dict[str, Revisi
                                     commits.get(revision), note="the hub could not be read")
         audits[revision] = audit
     return audits
-
-
-def _branch_commits(repo_id: str) -> dict[str, str]:
-    """Branch and tag -> commit, as the hub lists them ({} when it cannot be read)."""
-    try:
-        from huggingface_hub import HfApi
-
-        refs = HfApi().list_repo_refs(repo_id)
-    except Exception:
-        return {}
-    return {r.name: r.target_commit for r in [*refs.branches, *refs.tags]}
 
 
 def _from_hub(ref: ModelRef, revision: str, commits: dict[str, str]) -> RevisionWeights | None:

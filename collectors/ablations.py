@@ -22,13 +22,6 @@ BASELINE: Key = ("none", BASELINE_LAYER, 1)
 METRICS_KIND = "metrics"
 
 
-def kind_of(key: Key) -> str:
-    component, _, span = key
-    if component == "swap":
-        return "swap"
-    return f"span{span}" if span > 1 else component
-
-
 def span_kind(span: int) -> str:
     return "block" if span == 1 else f"span{span}"
 

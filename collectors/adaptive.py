@@ -36,8 +36,9 @@ class AdaptiveStop:
         self.sequence.add(ablated - baseline[None, :], self.active)
         self.active = self.active[~self.sequence.decided(self.eps)[self.active]]
 
-    def row(self, i: int) -> tuple[float, float, float, float]:
-        """(delta, interval low, interval high, anytime p-value) of ablation ``i``."""
+    def rows(self) -> list[tuple[float, float, float, float]]:
+        """(delta, interval low, interval high, anytime p-value) of every ablation, in order."""
         low, high = self.sequence.interval()
         seq = self.sequence
-        return float(seq.mean[i]), float(low[i]), float(high[i]), float(seq.min_p[i])
+        return [(float(seq.mean[i]), float(low[i]), float(high[i]), float(seq.min_p[i]))
+                for i in range(len(seq.mean))]

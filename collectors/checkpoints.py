@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,11 @@ from layerdb.errors import LayerdbError, first_line
 from layerdb.revisions import PYTHIA_STEPS, nearest_revisions, parse_revision, select_steps
 
 from .families import Family, family_for
-from .hub_cache import repo_cache_dir
+from .hub import hub_refs
+from .hub_cache import is_commit, repo_cache_dir
 from .placement import Placement, input_device
 
 LOCAL_REVISION = "local"  # the revision stored for a local checkpoint folder
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 class CheckpointLoadError(LayerdbError):
@@ -106,17 +105,8 @@ def plan_revisions(ref: ModelRef, revisions: tuple[str, ...] | list[str] = (),
 def known_revisions(repo_id: str) -> set[str] | None:
     """Branches and tags the hub lists (when reachable) and the refs of the local HF cache;
     None when neither could be read."""
-    from huggingface_hub import constants
-
-    names: set[str] | None = None
-    if not constants.HF_HUB_OFFLINE:
-        try:
-            from huggingface_hub import list_repo_refs
-
-            refs = list_repo_refs(repo_id)
-            names = {b.name for b in refs.branches} | {t.name for t in refs.tags}
-        except Exception:  # unreachable hub, unknown repo: fall back to the cache
-            pass
+    listed = hub_refs(repo_id)  # None offline, or unreachable hub, unknown repo: the cache
+    names = None if listed is None else set(listed)
     refs_dir = repo_cache_dir(repo_id) / "refs"
     if refs_dir.is_dir():
         names = (names or set()) | {str(p.relative_to(refs_dir)) for p in refs_dir.rglob("*")
@@ -140,13 +130,13 @@ def load_config(ref: ModelRef, revision: str):
 def commit_hash(ref: ModelRef, revision: str) -> str | None:
     if ref.local:
         return None
-    if _COMMIT.match(revision):
+    if is_commit(revision):
         return revision
     try:
         from huggingface_hub import hf_hub_download
 
         path = Path(hf_hub_download(ref.source, "config.json", revision=revision))
-        return path.parent.name if _COMMIT.match(path.parent.name) else None
+        return path.parent.name if is_commit(path.parent.name) else None
     except Exception:
         return None
 

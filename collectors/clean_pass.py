@@ -36,6 +36,7 @@ class CleanPass:
         self.metrics, self.means = metrics, means
         self.watch = keep_inputs or metrics is not None or means is not None
         self.inputs: list = [None] * (len(layers) + 1)  # h[0..L]; h[L] after the last layer
+        self._norms: list = [None] * len(layers)  # |h[k]| per position, taken once per pass
         self._handles = []
 
     def __enter__(self) -> "CleanPass":
@@ -57,7 +58,8 @@ class CleanPass:
         self._handles.clear()
         if exc[0] is None and self.watch:
             if self.metrics is not None:
-                self.metrics.add_residuals(self.inputs)
+                self.metrics.add_residuals(self.inputs, [self.input_norm(k) for k in
+                                                         range(len(self.layers))])
             if self.means is not None:
                 self.means.add_updates(self.inputs)
 
@@ -66,9 +68,17 @@ class CleanPass:
         """h[0..L-1]: what the stubs of an ablated pass hand on."""
         return self.inputs[:-1]
 
+    def input_norm(self, k: int) -> torch.Tensor:
+        """|h[k]| in float64, (B, T) on h[k]'s device: computed on first use, then shared by the
+        attention and MLP ratios and the update ratio."""
+        if self._norms[k] is None:
+            self._norms[k] = self.inputs[k].double().norm(dim=-1)
+        return self._norms[k]
+
     def _saver(self, k: int):
         def hook(module, args, kwargs):
             self.inputs[k] = hidden_arg(args, kwargs)
+            self._norms[k] = None
         return hook
 
     def _last_output(self, module, args, output):
@@ -80,7 +90,7 @@ class CleanPass:
         def hook(module, args, output):  # runs before the layer may add into this tensor in place
             term = output[0] if as_tuple else output
             if self.metrics is not None:
-                self.metrics.add_ratio(f"{component}_ratio", k, term, self.inputs[k])
+                self.metrics.add_ratio(f"{component}_ratio", k, term, self.input_norm(k))
             if self.means is not None:
                 self.means.add(component, k, term)
         return hook
@@ -95,18 +105,19 @@ class LayerMetrics:
         self._sums: dict[tuple[str, int, int], torch.Tensor] = {}
         self._count = 0  # positions per (metric, layer, span), the same for all
 
-    def add_ratio(self, metric: str, k: int, term: torch.Tensor, h: torch.Tensor) -> None:
-        norm_h = h.to(term.device).double().norm(dim=-1)
-        ratio = term.double().norm(dim=-1) / norm_h.clamp_min(1e-30)
+    def add_ratio(self, metric: str, k: int, term: torch.Tensor, norm_h: torch.Tensor) -> None:
+        """``term`` (B, T, d) of layer ``k`` over ``norm_h`` = |h[k]| (B, T), float64."""
+        ratio = term.double().norm(dim=-1) / norm_h.to(term.device).clamp_min(1e-30)
         self._add((metric, k, 1), ratio)
 
-    def add_residuals(self, h: list) -> None:
-        """Per batch, once the pass is done: h[0..L]."""
+    def add_residuals(self, h: list, norms: list) -> None:
+        """Per batch, once the pass is done: h[0..L] and |h[0..L-1]| (float64, (B, T))."""
         hs = [x.to(h[0].device, torch.float64) for x in h]  # a device map may spread them
         for k in range(self.n_layers):
             cos_next = F.cosine_similarity(hs[k], hs[k + 1], dim=-1)  # (B, T)
             self._add(("block_influence", k, 1), 1 - cos_next)
-            update = (hs[k + 1] - hs[k]).norm(dim=-1) / hs[k].norm(dim=-1).clamp_min(1e-30)
+            norm_k = norms[k].to(hs[k].device).clamp_min(1e-30)
+            update = (hs[k + 1] - hs[k]).norm(dim=-1) / norm_k
             self._add(("update_ratio", k, 1), update)
             for n in self.spans:
                 if k + n <= self.n_layers:

@@ -13,14 +13,16 @@ evict finished ones.
 - ``evict_revision(repo_id, revision, keep)``: delete a revision's snapshot, its refs and the blobs
   that no other cached snapshot uses and that are not in ``keep`` (the blobs revisions still to
   come need: identical files share blobs).
+- ``hub_refs(repo_id)``: the hub's branches and tags and their commits; inside
+  ``refs_listed_once()`` (one collect) each repo's are listed once.
 
 Offline (``HF_HUB_OFFLINE=1``) nothing is downloaded: loads read the cache.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
-import re
 import shutil
 import threading
 import time
@@ -29,16 +31,16 @@ from pathlib import Path
 
 from layerdb.errors import LayerdbError, first_line
 
-from .hub_cache import repo_cache_dir
+from .hub_cache import read_ref, snapshot_dir
 
 # Without an audit: the files from_pretrained needs for a causal LM and its tokenizer.
 PREFETCH_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]
 DOWNLOAD_TRIES = 4
 DOWNLOAD_BACKOFF_S = 1.0  # waits of 1, 4, 16 s between the tries
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 # The client warns before a download the free space may not hold; a disk that really fills
 # raises DiskFull, one line.
 warnings.filterwarnings("ignore", message="Not enough free disk space", category=UserWarning)
+_listed_refs: dict[str, dict[str, str]] | None = None  # inside refs_listed_once(): repo -> refs
 
 
 class DownloadFailed(LayerdbError):
@@ -53,6 +55,38 @@ def hub_reachable() -> bool:
     from huggingface_hub import constants
 
     return not constants.HF_HUB_OFFLINE
+
+
+def hub_refs(repo_id: str) -> dict[str, str] | None:
+    """Branch and tag -> commit, as the hub lists them; None offline or when it cannot be read
+    (unreachable, unknown repo).  Inside ``refs_listed_once()`` a listing read is reused."""
+    if _listed_refs is not None and repo_id in _listed_refs:
+        return _listed_refs[repo_id]
+    if not hub_reachable():
+        return None
+    try:
+        from huggingface_hub import HfApi
+
+        refs = HfApi().list_repo_refs(repo_id)
+    except Exception:
+        return None
+    commits = {r.name: r.target_commit for r in [*refs.branches, *refs.tags]}
+    if _listed_refs is not None:
+        _listed_refs[repo_id] = commits
+    return commits
+
+
+@contextlib.contextmanager
+def refs_listed_once():
+    """Within: ``hub_refs`` lists each repo's refs once (a failed listing is tried again), so
+    one collect plans its steps and audits its revisions with one ``list_repo_refs`` call."""
+    global _listed_refs
+    outer = _listed_refs
+    _listed_refs = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _listed_refs = outer
 
 
 def backoff_s() -> float:
@@ -144,12 +178,11 @@ def evict_revision(repo_id: str, revision: str, keep: frozenset[str] | set[str] 
     """Delete ``repo_id@revision``'s snapshot and refs from the HF cache, and its blobs that no
     other cached snapshot uses and that are not in ``keep``; return the bytes freed (0 when it is
     not cached)."""
-    repo = repo_cache_dir(repo_id)
-    refs = repo / "refs"
-    commit = revision if _COMMIT.match(revision) else _read(refs / revision)
-    snapshot = repo / "snapshots" / commit if commit else None
-    if snapshot is None or not snapshot.is_dir():
+    snapshot = snapshot_dir(repo_id, revision)
+    if snapshot is None:
         return 0
+    repo, commit = snapshot.parent.parent, snapshot.name
+    refs = repo / "refs"
     mine = _blobs_of(snapshot)
     used = set(keep)
     for other in (repo / "snapshots").iterdir():
@@ -158,7 +191,7 @@ def evict_revision(repo_id: str, revision: str, keep: frozenset[str] | set[str] 
     shutil.rmtree(snapshot)
     if refs.is_dir():
         for ref in [p for p in refs.rglob("*") if p.is_file()]:
-            if _read(ref) == commit:
+            if read_ref(ref) == commit:
                 ref.unlink()
     (repo / "trees" / f"{commit}.json").unlink(missing_ok=True)  # the client's tree listing
     freed = 0
@@ -174,6 +207,3 @@ def _blobs_of(snapshot: Path) -> set[str]:
     """Names of the blobs the files of a snapshot link to."""
     return {os.path.basename(os.readlink(p)) for p in snapshot.rglob("*") if p.is_symlink()}
 
-
-def _read(path: Path) -> str | None:
-    return path.read_text().strip() if path.is_file() else None

@@ -1,5 +1,6 @@
-"""Place a saved checkpoint folder into a Hugging Face hub cache layout, so that
-``from_pretrained(repo_id, revision=...)`` with ``HF_HUB_OFFLINE=1`` resolves to it.
+"""The Hugging Face hub cache layout: find a revision's snapshot in it, and place a saved
+checkpoint folder into it, so that ``from_pretrained(repo_id, revision=...)`` with
+``HF_HUB_OFFLINE=1`` resolves to it.
 
 Layout (under ``HF_HOME/hub``)::
 
@@ -11,8 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from pathlib import Path
+
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 def repo_cache_dir(repo_id: str, hub_cache: str | os.PathLike | None = None) -> Path:
@@ -22,6 +26,27 @@ def repo_cache_dir(repo_id: str, hub_cache: str | os.PathLike | None = None) -> 
 
         hub_cache = constants.HF_HUB_CACHE
     return Path(hub_cache) / ("models--" + repo_id.replace("/", "--"))
+
+
+def is_commit(revision: str) -> bool:
+    """Whether ``revision`` is a commit hash (what snapshots are named by), not a branch or tag."""
+    return _COMMIT.match(revision) is not None
+
+
+def read_ref(ref_file: Path) -> str | None:
+    """The commit a ``refs/<revision>`` file names; None when there is no such file."""
+    return ref_file.read_text().strip() if ref_file.is_file() else None
+
+
+def snapshot_dir(repo_id: str, revision: str) -> Path | None:
+    """``repo_id@revision``'s snapshot folder in huggingface_hub's cache (``revision``: a commit,
+    or a branch or tag its refs name); None when it is not cached."""
+    repo = repo_cache_dir(repo_id)
+    commit = revision if is_commit(revision) else read_ref(repo / "refs" / revision)
+    if not commit:
+        return None
+    snapshot = repo / "snapshots" / commit
+    return snapshot if snapshot.is_dir() else None
 
 
 def hub_cache_of(hf_home: str | os.PathLike) -> Path:

@@ -32,21 +32,20 @@ import os
 import re
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from pathlib import Path
 from typing import Iterable
 
 from layerdb.errors import LayerdbError
 from layerdb.revisions import parse_revision
 
 from .checkpoints import ModelRef, unknown_revision_message
-from .hub_cache import repo_cache_dir
+from .hub import hub_reachable, hub_refs
+from .hub_cache import is_commit, repo_cache_dir, snapshot_dir
 
 SAFETENSORS = "model*.safetensors"
 PYTORCH_BIN = "pytorch_model*.bin"
 # Besides the weight files, what a download fetches: config, generation config, tokenizer.
 SMALL_FILE_PATTERNS = ("*.json", "*.txt", "*.model", "*.tiktoken")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,11 @@ class RevisionWeights:
         """Its columns of a ``checkpoints`` row."""
         return dict(model=model, revision=self.revision, step=self.step,
                     tokens_seen=parse_revision(self.revision).tokens, commit_hash=self.commit,
-                    weights_digest=self.digest, weight_files=len(self.files) or None,
+                    **self.weight_columns())
+
+    def weight_columns(self) -> dict:
+        """The columns of a ``checkpoints`` row that describe its weight files."""
+        return dict(weights_digest=self.digest, weight_files=len(self.files) or None,
                     weight_bytes=self.bytes)
 
 
@@ -123,13 +126,11 @@ def audit_revisions(ref: ModelRef, revisions: Iterable[str]) -> dict[str, Revisi
     if ref.local:
         return {r: RevisionWeights(r, None, None, note="a local folder: fingerprinted after loading")
                 for r in revisions}
-    from huggingface_hub import constants
-
-    online = not constants.HF_HUB_OFFLINE
+    online = hub_reachable()
     if not online and not repo_cache_dir(ref.source).exists():
         raise LayerdbError(f"unknown model {ref.source}: not a local folder and not found on the "
                            "hub (HF_HUB_OFFLINE is set and it is not in the HF cache)")
-    commits = _branch_commits(ref.source) if online else {}
+    commits = hub_refs(ref.source) or {}  # {} offline or unreadable
     audits = {}
     for revision in revisions:
         audit = _from_hub(ref, revision, commits) if online else None
@@ -144,17 +145,6 @@ def audit_revisions(ref: ModelRef, revisions: Iterable[str]) -> dict[str, Revisi
                                     commits.get(revision), note="the hub could not be read")
         audits[revision] = audit
     return audits
-
-
-def _branch_commits(repo_id: str) -> dict[str, str]:
-    """Branch and tag -> commit, as the hub lists them ({} when it cannot be read)."""
-    try:
-        from huggingface_hub import HfApi
-
-        refs = HfApi().list_repo_refs(repo_id)
-    except Exception:
-        return {}
-    return {r.name: r.target_commit for r in [*refs.branches, *refs.tags]}
 
 
 def _from_hub(ref: ModelRef, revision: str, commits: dict[str, str]) -> RevisionWeights | None:
@@ -177,7 +167,7 @@ def _from_hub(ref: ModelRef, revision: str, commits: dict[str, str]) -> Revision
     files = weight_files(by_path)
     shas = {p: by_path[p].lfs.sha256 for p in files if by_path[p].lfs is not None}
     blobs = frozenset(e.lfs.sha256 if e.lfs is not None else e.blob_id for e in entries)
-    commit = revision if _COMMIT.match(revision) else commits.get(revision)
+    commit = revision if is_commit(revision) else commits.get(revision)
     return _weights(revision, commit, files, sum(by_path[p].size for p in files), shas, blobs,
                     "hub", "without LFS metadata")
 
@@ -185,11 +175,10 @@ def _from_hub(ref: ModelRef, revision: str, commits: dict[str, str]) -> Revision
 def _from_cache(ref: ModelRef, revision: str) -> RevisionWeights | None:
     """From the revision's snapshot in the HF cache (blobs of LFS files are named by their
     sha256); None when the revision is not cached."""
-    repo = repo_cache_dir(ref.source)
-    commit = revision if _COMMIT.match(revision) else _read_ref(repo, revision)
-    snapshot = repo / "snapshots" / commit if commit else None
-    if snapshot is None or not snapshot.is_dir():
+    snapshot = snapshot_dir(ref.source, revision)
+    if snapshot is None:
         return None
+    commit = snapshot.name
     blob_of = {p.name: os.path.basename(os.readlink(p)) if p.is_symlink() else None
                for p in snapshot.iterdir() if p.is_file()}
     files = weight_files(blob_of)
@@ -208,11 +197,6 @@ def _weights(revision: str, commit: str | None, files: list[str], size: int,
     return RevisionWeights(revision, parse_revision(revision).step, commit, tuple(files),
                            size if files else None, weights_digest(shas) if complete else None,
                            blobs, source, note)
-
-
-def _read_ref(repo: Path, revision: str) -> str | None:
-    path = repo / "refs" / revision
-    return path.read_text().strip() if path.is_file() else None
 
 
 # -- the audit table ---------------------------------------------------------------------------

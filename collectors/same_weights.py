@@ -19,7 +19,6 @@ digests, no download) and reads the store's checkpoints; then
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 
 from layerdb.errors import LayerdbError
 from layerdb.revisions import parse_revision
@@ -27,6 +26,7 @@ from layerdb.schema import arrow_rows
 
 from .checkpoints import ModelRef
 from .integrity import RevisionWeights, assign_keepers, audit_revisions, keeper
+from .rows import now
 from .writer import stored_checkpoints, write_checkpoints
 
 
@@ -37,10 +37,6 @@ class DuplicateWeights(Exception):
         super().__init__(revision, same_as, fingerprint, commit)
         self.revision, self.same_as, self.fingerprint, self.commit = (revision, same_as,
                                                                       fingerprint, commit)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 class SameWeights:
@@ -63,7 +59,7 @@ class SameWeights:
     def plan(self, todo: list[str], done: set[str], say) -> list[str]:
         """The revisions to sweep, in order; writes the rows of duplicates whose keeper is done."""
         sweep: list[str] = []
-        now: list[dict] = []
+        at_once: list[dict] = []  # rows whose keeper is done: written now
         for revision in todo:
             kept_by = self.keepers.get(revision, revision)
             if kept_by == revision or self.sweep_duplicates:
@@ -74,7 +70,7 @@ class SameWeights:
             self.duplicates[revision] = kept_by
             row = self._row(revision, same_weights_as=kept_by)
             if kept_by in done:
-                now.append(row)
+                at_once.append(row)
                 continue
             self._with.setdefault(kept_by, []).append(row)
             if kept_by not in todo and kept_by not in sweep:
@@ -92,10 +88,10 @@ class SameWeights:
                 continue
             rewritten = dict(row, same_weights_as=mark)
             if kept_by in done:
-                now.append(rewritten)
+                at_once.append(rewritten)
             else:
                 self._with.setdefault(kept_by, []).append(rewritten)
-        write_checkpoints(self.db_path, now)
+        write_checkpoints(self.db_path, at_once)
         self._say_duplicates(say)
         return sweep
 
@@ -119,7 +115,7 @@ class SameWeights:
             parsed = parse_revision(revision)
             row = dict(model=self.ref.name, revision=revision, step=parsed.step,
                        tokens_seen=parsed.tokens)
-        return dict(row, created_at=_now(), **columns)
+        return dict(row, created_at=now(), **columns)
 
     # -- during the sweep ----------------------------------------------------------------------
     def patterns(self, revision: str) -> list[str] | None:
@@ -150,8 +146,7 @@ class SameWeights:
         revision = row["revision"]
         audit = self.audits.get(revision)
         if audit is not None:
-            row.update(weights_digest=audit.digest, weight_files=len(audit.files) or None,
-                       weight_bytes=audit.bytes, commit_hash=row["commit_hash"] or audit.commit)
+            row.update(audit.weight_columns(), commit_hash=row["commit_hash"] or audit.commit)
         kept_by = self.keepers.get(revision, revision)
         row["same_weights_as"] = None if kept_by == revision else kept_by
         extra = self._with.pop(revision, [])
@@ -167,7 +162,7 @@ class SameWeights:
         self._remember(checkpoints)
         return dataclasses.replace(rows, checkpoints=arrow_rows("checkpoints", checkpoints))
 
-    def duplicate(self, dup: DuplicateWeights) -> list[dict]:
+    def duplicate(self, dup: DuplicateWeights) -> None:
         """Write the row of a revision found after loading to hold ``dup.same_as``'s weights
         (with the rows that were to go with it, now pointing at ``dup.same_as``)."""
         self.duplicates[dup.revision] = dup.same_as
@@ -176,11 +171,10 @@ class SameWeights:
                           commit_hash=dup.commit, same_weights_as=dup.same_as)] + moved
         write_checkpoints(self.db_path, rows)
         self._remember(rows)
-        return rows
 
-    def dropped(self, revision: str) -> list[str]:
-        """A keeper failed: the revisions whose rows were to go with it (written on a re-run)."""
-        return [r["revision"] for r in self._with.pop(revision, [])]
+    def dropped(self, revision: str) -> None:
+        """A keeper failed: the rows that were to go with it are dropped (written on a re-run)."""
+        self._with.pop(revision, None)
 
     def _remember(self, rows: list[dict]) -> None:
         for row in rows:

@@ -92,8 +92,12 @@ class SweepOptions:
         return replace(self, components=tuple(c for c in self.components if c in missing),
                        spans=tuple(n for n in self.spans if span_kind(n) in missing),
                        swaps=self.swaps and "swap" in missing,
-                       metric_spans=self.metric_spans if self.metric_spans is not None
-                       else self.spans)
+                       metric_spans=self.angular_spans)
+
+    @property
+    def angular_spans(self) -> tuple[int, ...]:
+        """The spans the angular distance is measured at: ``metric_spans``, else ``spans``."""
+        return self.spans if self.metric_spans is None else self.metric_spans
 
     def check_fits(self, n_layers: int, model: str) -> None:
         """A one-line error for spans or swaps the model is too shallow for."""
@@ -118,7 +122,7 @@ class NonFiniteLoss(LayerdbError):
 
 def sweep_losses(model, family: Family, ids: torch.Tensor, options: SweepOptions,
                  on_pass: Callable[[int], None] | None = None,
-                 on_batch: Callable[[int, int, int], None] | None = None) -> SweepResult:
+                 on_batch: Callable[[int, int, int, int], None] | None = None) -> SweepResult:
     """The baseline and every ablation of ``options`` on ``ids`` (N, T).  ``on_pass(n_tokens)``
     is called after every forward pass; with ``options.precision``, ``on_batch(active, total,
     tokens_saved, passes_left)`` after every batch."""
@@ -127,8 +131,7 @@ def sweep_losses(model, family: Family, ids: torch.Tensor, options: SweepOptions
     parts: dict[Key, list[torch.Tensor]] = {key: [] for key in keys}
     device = input_device(model)
     chunk = options.logits_chunk or logits_chunk(model)
-    metric_spans = options.spans if options.metric_spans is None else options.metric_spans
-    metrics = LayerMetrics(len(layers), metric_spans) if options.metrics else None
+    metrics = LayerMetrics(len(layers), options.angular_spans) if options.metrics else None
     adaptive = options.precision is not None
     order = evaluation_order(len(ids), options.order_seed if adaptive else None)
     stop = AdaptiveStop(len(keys) - 1, len(ids), options.precision) if adaptive else None
@@ -153,15 +156,16 @@ def sweep_losses(model, family: Family, ids: torch.Tensor, options: SweepOptions
                 parts[key].append(sequence_losses(model, hidden, batch, chunk))
                 _report(on_pass, batch)
             if stop is not None:  # one host sync per batch: the decisions need the losses
-                stop.update(parts[BASELINE][-1].double().cpu().numpy(),
-                            torch.stack([parts[k][-1] for k in active]).double().cpu().numpy())
+                batch_losses = torch.stack([parts[key][-1] for key in (BASELINE, *active)])
+                host = batch_losses.double().cpu().numpy()  # (1 + len(active), B)
+                stop.update(host[0], host[1:])
                 saved += (len(keys) - 1 - len(active)) * batch.numel()
                 if on_batch is not None:
                     batches_left = -(-(len(ids) - start - len(batch)) // options.batch_size)
                     on_batch(len(stop.active), len(keys) - 1, saved,
                              batches_left * (1 + len(stop.active)) if stop.active.size else 0)
     losses = _to_host({key: torch.cat(p) for key, p in parts.items()})
-    stats = {key: stop.row(i) for i, key in enumerate(keys[1:])} if stop is not None else None
+    stats = dict(zip(keys[1:], stop.rows(), strict=True)) if stop is not None else None
     return SweepResult(losses, metrics.values() if metrics is not None else {}, stats)
 
 
@@ -231,7 +235,7 @@ def _final_hidden(model, ids: torch.Tensor) -> torch.Tensor:
 # -- one checkpoint -> rows -------------------------------------------------------------------------
 def sweep_checkpoint(checkpoint, tokens, options: SweepOptions = SweepOptions(),
                      on_pass: Callable[[int], None] | None = None,
-                     on_batch: Callable[[int, int, int], None] | None = None):
+                     on_batch: Callable[[int, int, int, int], None] | None = None):
     """Sweep a loaded ``Checkpoint`` (collectors.checkpoints) on ``EvalTokens`` that fit it
     (``prepare`` checks that with ``EvalTokens.check_fits``); return SweepRows.
     Raises NonFiniteLoss (nothing to store) when any pass gives NaN or infinite losses."""

@@ -36,8 +36,7 @@ from .cpu_malloc import tune_glibc_malloc
 from .eval_tokens import (EvalTokens, build_eval_tokens, max_context, read_documents,
                           tokenizer_fingerprint)
 from .families import family_for
-from .hub import (DownloadFailed, Prefetcher, download_revision, evict_revision,
-                  refs_listed_once)
+from .hub import DownloadFailed, Prefetcher, download_revision, evict_revision
 from .integrity import keeper
 from .placement import Placement, parse_max_memory
 from .progress import SweepProgress
@@ -336,14 +335,13 @@ def collect(db_path: str, model: str, *, executor=None, evict: bool = False,
     executor = executor or LocalExecutor()
     require_folder(db_path, "create store")
     say = console.print if console is not None else (lambda *a, **k: None)
-    with refs_listed_once():  # the steps' schedule and the audits: one listing of the hub's refs
-        plan = prepare(model, **executor.check(request))
-        stored = plan.stored_kinds(db_path, duplicates_done=not sweep_duplicates)
-        lacking = plan.lacking(stored, plan.revisions)
-        report = skip_complete(plan, lacking, say)
-        weights = SameWeights.read(db_path, plan.ref, list(lacking), sweep_duplicates)
-        done = set(stored) - set(plan.lacking(stored, stored))  # stored keepers, planned or not
-        sweep = weights.plan(list(lacking), done, say)
+    plan = prepare(model, **executor.check(request))
+    stored = plan.stored_kinds(db_path, duplicates_done=not sweep_duplicates)
+    lacking = plan.lacking(stored, plan.revisions)
+    report = skip_complete(plan, lacking, say)
+    weights = SameWeights.read(db_path, plan.ref, list(lacking), sweep_duplicates)
+    done = set(stored) - set(plan.lacking(stored, stored))  # stored keepers, planned or not
+    sweep = weights.plan(list(lacking), done, say)
     todo = plan.lacking(stored, sweep)  # a keeper added by ``weights`` lacks what it lacks
     report.duplicates = dict(weights.duplicates)
     if todo:

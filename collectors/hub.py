@@ -13,14 +13,12 @@ evict finished ones.
 - ``evict_revision(repo_id, revision, keep)``: delete a revision's snapshot, its refs and the blobs
   that no other cached snapshot uses and that are not in ``keep`` (the blobs revisions still to
   come need: identical files share blobs).
-- ``hub_refs(repo_id)``: the hub's branches and tags and their commits; inside
-  ``refs_listed_once()`` (one collect) each repo's are listed once.
+- ``hub_refs(repo_id)``: the hub's branches and tags and their commits.
 
 Offline (``HF_HUB_OFFLINE=1``) nothing is downloaded: loads read the cache.
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import shutil
@@ -40,7 +38,6 @@ DOWNLOAD_BACKOFF_S = 1.0  # waits of 1, 4, 16 s between the tries
 # The client warns before a download the free space may not hold; a disk that really fills
 # raises DiskFull, one line.
 warnings.filterwarnings("ignore", message="Not enough free disk space", category=UserWarning)
-_listed_refs: dict[str, dict[str, str]] | None = None  # inside refs_listed_once(): repo -> refs
 
 
 class DownloadFailed(LayerdbError):
@@ -59,9 +56,7 @@ def hub_reachable() -> bool:
 
 def hub_refs(repo_id: str) -> dict[str, str] | None:
     """Branch and tag -> commit, as the hub lists them; None offline or when it cannot be read
-    (unreachable, unknown repo).  Inside ``refs_listed_once()`` a listing read is reused."""
-    if _listed_refs is not None and repo_id in _listed_refs:
-        return _listed_refs[repo_id]
+    (unreachable, unknown repo)."""
     if not hub_reachable():
         return None
     try:
@@ -70,23 +65,7 @@ def hub_refs(repo_id: str) -> dict[str, str] | None:
         refs = HfApi().list_repo_refs(repo_id)
     except Exception:
         return None
-    commits = {r.name: r.target_commit for r in [*refs.branches, *refs.tags]}
-    if _listed_refs is not None:
-        _listed_refs[repo_id] = commits
-    return commits
-
-
-@contextlib.contextmanager
-def refs_listed_once():
-    """Within: ``hub_refs`` lists each repo's refs once (a failed listing is tried again), so
-    one collect plans its steps and audits its revisions with one ``list_repo_refs`` call."""
-    global _listed_refs
-    outer = _listed_refs
-    _listed_refs = {} if outer is None else outer
-    try:
-        yield
-    finally:
-        _listed_refs = outer
+    return {r.name: r.target_commit for r in [*refs.branches, *refs.tags]}
 
 
 def backoff_s() -> float:

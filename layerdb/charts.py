@@ -401,13 +401,14 @@ class ChartKind:
     function: Callable
     parameters: dict[str, str]  # name -> type, as named queries declare them
     summary: str  # one line for `layerdb chart --help`
+    slider: bool = False  # takes ``slider``: a checkpoint slider in HTML/JSON, one frame in images
 
 
 CHARTS = {
     "layer-loss": ChartKind(layer_loss_chart, {"model": "text", "eval_set": "text", "step": "int"},
                             "loss by layer, baseline vs ablated, one panel per component; a slider "
                             "labelled by step picks the checkpoint in HTML, step picks the one "
-                            "drawn in PNG/SVG"),
+                            "drawn in PNG/SVG", slider=True),
     "heatmap": ChartKind(heatmap_chart, {"model": "text", "eval_set": "text"},
                          "loss change by layer x step (log step axis), red = the layer matters"),
     "training": ChartKind(training_chart, {"model": "text", "eval_set": "text", "component": "text"},
@@ -417,7 +418,7 @@ CHARTS = {
                          "unit bpb (the default when their tokenizers differ), nats or relative"),
     "span": ChartKind(span_chart, {"model": "text", "eval_set": "text", "step": "int"},
                       "loss change by first layer x span length of blocks dropped together; a "
-                      "slider steps through the checkpoints in HTML"),
+                      "slider steps through the checkpoints in HTML", slider=True),
     "metric-vs-drop": ChartKind(metric_vs_drop_chart, {"model": "text", "eval_set": "text"},
                                 "Spearman correlation of each layer metric with the block-drop "
                                 "delta, over training steps"),
@@ -426,7 +427,7 @@ CHARTS = {
 
 def make_chart(store, kind: str, *, for_format: str = ".html", **params: Any):
     """Build chart ``kind`` from parameters given as strings (CLI) or typed values (Python).
-    ``models`` takes a comma list; ``for_format`` decides whether layer-loss gets its slider."""
+    ``models`` takes a comma list; ``for_format`` decides whether a kind with a slider gets it."""
     if kind not in CHARTS:
         raise LayerdbError(f"unknown chart kind {kind!r}; kinds: {', '.join(CHARTS)}")
     function, declared = CHARTS[kind].function, CHARTS[kind].parameters
@@ -437,7 +438,7 @@ def make_chart(store, kind: str, *, for_format: str = ".html", **params: Any):
     values = {k: convert(v, declared[k], f"chart {kind}: parameter {k}") for k, v in params.items()}
     if isinstance(values.get("models"), str):
         values["models"] = [m.strip() for m in values["models"].split(",") if m.strip()]
-    if kind in ("layer-loss", "span"):
+    if CHARTS[kind].slider:
         values["slider"] = for_format in (".html", ".json")
     return function(store, **values)
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import LayerdbError, LayerdbWarning, require_folder
-from .named_queries import convert
+from .named_queries import convert_parameters
 from .units import DELTA_COLUMNS, DELTA_TITLES, UNIT_TYPE, compare_unit
 
 COMPONENT_ORDER = ["block", "attn", "mlp"]
@@ -411,17 +411,12 @@ def make_chart(store, kind: str, *, for_format: str = ".html", **params: Any):
     ``models`` takes a comma list; ``for_format`` decides whether a kind with a slider gets it."""
     if kind not in CHARTS:
         raise LayerdbError(f"unknown chart kind {kind!r}; kinds: {', '.join(CHARTS)}")
-    function, declared = CHARTS[kind].function, CHARTS[kind].parameters
-    unknown = sorted(set(params) - set(declared))
-    if unknown:
-        raise LayerdbError(f"chart {kind}: unknown parameter(s) {', '.join(unknown)} "
-                           f"(it takes: {', '.join(declared)})")
-    values = {k: convert(v, declared[k], f"chart {kind}: parameter {k}") for k, v in params.items()}
+    values = convert_parameters(params, CHARTS[kind].parameters, f"chart {kind}")
     if isinstance(values.get("models"), str):
         values["models"] = [m.strip() for m in values["models"].split(",") if m.strip()]
     if CHARTS[kind].slider:
         values["slider"] = for_format in (".html", ".json")
-    return function(store, **values)
+    return CHARTS[kind].function(store, **values)
 
 
 def write_chart(store, kind: str, path: str | Path, **params: Any) -> Path:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import charts
 from .errors import LayerdbError, require_folder
-from .named_queries import convert, run_query
+from .named_queries import convert_parameters, run_query
 from .units import UNIT_TYPE
 
 MAX_TABLE_ROWS = 50  # longer tables show the first rows and say how many more
@@ -63,7 +63,7 @@ def build_report(store, models: list[str] | None = None, **params) -> str:
     """The report's HTML text for ``models`` (default: every model with results). ``params``:
     ``unit`` of the compare chart, bpb, nats or relative (default: bpb when the models'
     tokenizers differ, else nats)."""
-    unit = _parameters(params)["unit"]
+    unit = convert_parameters(params, PARAMETERS, "report").get("unit")
     known = store.sql("SELECT DISTINCT model FROM results ORDER BY model")["model"].tolist()
     if not known:
         raise LayerdbError("the store holds no results yet (collect or import some first)")
@@ -97,16 +97,6 @@ def write_report(store, path: str | Path, models: list[str] | None = None, **par
     require_folder(path)
     path.write_text(build_report(store, models, **params), encoding="utf-8")
     return path
-
-
-def _parameters(given: dict) -> dict:
-    """The report's -p parameters, checked and converted; missing ones are None."""
-    unknown = sorted(set(given) - set(PARAMETERS))
-    if unknown:
-        raise LayerdbError(f"report: unknown parameter(s) {', '.join(unknown)} "
-                           f"(it takes: {', '.join(PARAMETERS)})")
-    return {name: convert(given.get(name), declared, f"report: parameter {name}")
-            for name, declared in PARAMETERS.items()}
 
 
 # -- sections ---------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from .units import UNIT_TYPE
 
 MAX_TABLE_ROWS = 50  # longer tables show the first rows and say how many more
 LOWERS_SHOWN = 10  # the lowers-loss table: the strongest cases; the query lists them all
+TOP_SHOWN = 8  # the span-interaction and swap tables, at the latest step: the strongest rows
 PARAMETERS = {"unit": UNIT_TYPE}  # -p KEY=VALUE: the compare chart's unit
 
 MODEL_SQL = "SELECT * FROM models WHERE model = :model"
@@ -164,27 +165,36 @@ def _beyond_single_drops(store, model: str, specs: list[dict]) -> str:
 
 
 def _interactions(store, model: str) -> str:
-    df = run_query(store, "span-interaction", model=model)
-    df = df[df["step"] == df["step"].max()] if df["step"].notna().any() else df
+    df = _latest_step(run_query(store, "span-interaction", model=model))
     if df.empty:
         return "<p class='hint'>Needs span-2 and single block drops at the same checkpoint.</p>"
-    top = df.reindex(df["interaction"].abs().sort_values(ascending=False).index).head(8)
+    ranked = df.reindex(df["interaction"].abs().sort_values(ascending=False).index)
     cols = ["step", "layer", "span_delta", "delta_k", "delta_next", "interaction", "ci_low",
             "ci_high"]
-    return (_html_table(top[cols]) + f"<p class='hint'>interaction = delta(k..k+1) − delta(k) − "
-            f"delta(k+1); positive: the pair matters more together than apart. Strongest "
-            f"{len(top)} of {len(df)}; all of them: <code>layerdb query span-interaction -p "
-            f"model={_e(model)}</code></p>")
+    return _top_table(ranked, cols, "span-interaction", model,
+                      "interaction = delta(k..k+1) − delta(k) − delta(k+1); positive: the pair "
+                      "matters more together than apart. Strongest")
 
 
 def _swaps(store, model: str) -> str:
-    df = run_query(store, "swap-sensitivity", model=model)
-    df = df[df["step"] == df["step"].max()] if df["step"].notna().any() else df
-    top = df.sort_values("delta", ascending=False).head(8)
+    df = _latest_step(run_query(store, "swap-sensitivity", model=model))
+    ranked = df.sort_values("delta", ascending=False)
     cols = ["step", "layer", "delta", "delta_ci_low", "delta_ci_high", "q_value"]
-    return (_html_table(top[cols]) + f"<p class='hint'>Layer k+1 run before layer k; largest "
-            f"{len(top)} of {len(df)}; all of them: <code>layerdb query swap-sensitivity -p "
-            f"model={_e(model)}</code></p>")
+    return _top_table(ranked, cols, "swap-sensitivity", model,
+                      "Layer k+1 run before layer k; largest")
+
+
+def _latest_step(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows at the latest step; all of them when no step is known."""
+    return df[df["step"] == df["step"].max()] if df["step"].notna().any() else df
+
+
+def _top_table(ranked: pd.DataFrame, cols: list[str], query: str, model: str, note: str) -> str:
+    """The first TOP_SHOWN rows of ``ranked`` as a table, then a hint: ``note``, how many of
+    how many are shown, and the query that lists them all."""
+    top = ranked.head(TOP_SHOWN)
+    return (_html_table(top[cols]) + f"<p class='hint'>{note} {len(top)} of {len(ranked)}; all "
+            f"of them: <code>layerdb query {query} -p model={_e(model)}</code></p>")
 
 
 def _summary_cards(store, model: str) -> str:

@@ -236,17 +236,18 @@ def _warnings(store, model: str) -> str:
         notes.append(_same_weights_note(keeper, group, marked))
     coverage = run_query(store, "coverage", model=model)
     coverage = coverage[coverage["same_weights_as"].isna()]  # duplicates: noted above
-    parts = [[part for part in missing.split("; ") if part]
-             for missing in coverage["missing"].fillna("")]
-    lacking = [(revision, [p for p in mine if not p.startswith("metrics")])
-               for revision, mine in zip(coverage["revision"], parts)]
-    gaps = [(revision, mine) for revision, mine in lacking if mine]
+    gaps, no_metrics = [], 0  # (revision, what it lacks besides metrics); revisions lacking metrics
+    for revision, missing in zip(coverage["revision"], coverage["missing"].fillna("")):
+        parts = [part for part in missing.split("; ") if part]
+        lacking = [part for part in parts if not part.startswith("metrics")]
+        if lacking:
+            gaps.append((revision, lacking))
+        no_metrics += any(part.startswith("metrics") for part in parts)
     for revision, mine in gaps[:MAX_TABLE_ROWS]:
         notes.append(f"<b>Incomplete:</b> {_e(revision)} lacks {_e('; '.join(mine))}.")
     if len(gaps) > MAX_TABLE_ROWS:
         notes.append(f"… and {len(gaps) - MAX_TABLE_ROWS} more incomplete revisions "
                      "(see <code>layerdb query coverage</code>).")
-    no_metrics = sum(any(p.startswith("metrics") for p in mine) for mine in parts)
     if no_metrics:
         notes.append(f"<b>Layer metrics missing</b> at {no_metrics} revision(s) (collected before "
                      "layerdb stored them?): re-run the same collect to add them; only the clean "

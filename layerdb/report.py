@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import charts
 from .errors import LayerdbError, require_folder
-from .named_queries import convert_parameters, run_query
+from .named_queries import convert_parameters, get_query, run_query
 from .units import UNIT_TYPE
 
 MAX_TABLE_ROWS = 50  # longer tables show the first rows and say how many more
@@ -257,7 +257,6 @@ def _warnings(store, model: str) -> str:
     return '<div class="warnings">' + "".join(f"<p>{n}</p>" for n in notes) + "</div>"
 
 
-FDR = 0.05  # the false-discovery rate the report calls significant at (the queries' default)
 TESTS_SQL = """
 SELECT eval_set, method, max(n_tests) AS n_tests FROM ablations
 WHERE model = :model GROUP BY ALL ORDER BY eval_set, method
@@ -273,8 +272,14 @@ def _fdr_note(store, model: str) -> str:
         return ("<p class='hint'>No p-values stored (results from before layerdb 0.2 without "
                 "per-sequence losses): significance falls back to the per-ablation 95% "
                 "interval, uncorrected.</p>")
-    return (f"<p class='hint'>Significant: Benjamini-Hochberg q ≤ {FDR} (false-discovery rate "
-            f"{FDR:.0%}), corrected for every test of the study: {counts}.</p>")
+    fdr = _fdr()
+    return (f"<p class='hint'>Significant: Benjamini-Hochberg q ≤ {fdr} (false-discovery rate "
+            f"{fdr:.0%}), corrected for every test of the study: {counts}.</p>")
+
+
+def _fdr() -> float:
+    """The false-discovery rate the report calls significant at: lowers-loss's default ``fdr``."""
+    return next(p.default for p in get_query("lowers-loss").parameters if p.name == "fdr")
 
 
 def _same_weights_note(keeper: str, group: pd.DataFrame, marked: set[str]) -> str:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import LayerdbError, LayerdbWarning, require_folder
-from .named_queries import convert_parameters
+from .named_queries import convert_parameters, run_query
 from .units import DELTA_COLUMNS, DELTA_TITLES, UNIT_TYPE, compare_unit
 
 COMPONENT_ORDER = ["block", "attn", "mlp"]
@@ -351,7 +351,6 @@ def metric_vs_drop_chart(store, model: str | None = None, eval_set: str | None =
     """Per metric, the Spearman correlation across layers between the clean-pass metric and the
     block-drop delta, over training: from which step does the cheap metric rank the layers as
     the expensive drop does?"""
-    from .named_queries import run_query
     from .schema import METRICS
 
     alt = _altair()

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import LayerdbError, LayerdbWarning, require_folder
-from .named_queries import convert
+from .named_queries import convert_parameters, run_query
 from .units import DELTA_COLUMNS, DELTA_TITLES, UNIT_TYPE, compare_unit
 
 COMPONENT_ORDER = ["block", "attn", "mlp"]
@@ -134,13 +134,8 @@ def layer_loss_chart(store, model: str | None = None, eval_set: str | None = Non
     df["band_high"] = df["baseline_loss"] + df["delta_ci_high"]
     df = _compact(df[["frame", "frame_label", "step", "component", "layer", "baseline_loss",
                       "loss", "delta", "band_low", "band_high", "delta_ci_low", "delta_ci_high"]])
-    if not slider:
-        df = df[df["frame"] == start]
-
-    base = alt.Chart()
-    if slider:
-        picker = _frame_picker(alt, start)
-        base = base.transform_filter(picker)
+    df, picker = _frame_rows(alt, df, start, slider)
+    base = _picked(alt.Chart(), picker)
     n_layers = int(df["layer"].max()) + 1
     x = alt.X("layer:Q", title="layer", axis=alt.Axis(tickMinStep=1, format="d"),
               scale=alt.Scale(domain=[0, max(n_layers - 1, 1)], nice=False))
@@ -163,12 +158,10 @@ def layer_loss_chart(store, model: str | None = None, eval_set: str | None = Non
         ).transform_aggregate(frame_label="min(frame_label)"))
     panel = alt.layer(*layers).properties(width=PANEL_WIDTH, height=200)
     chart = panel.facet(data=df, column=_component_facet(alt)).resolve_scale(y="independent")
-    if slider:
-        n_panels = df["component"].nunique()  # ~60 px between panels: spacing and a y axis
-        chart = alt.vconcat(_step_slider(alt, frames, picker, n_panels * (PANEL_WIDTH + 60) - 60),
-                            chart, spacing=14)
-    subtitle = ("dashed: no ablation; solid: the layer dropped; band: 95% interval"
-                + ("" if slider else f"; {frames.frame_label[start]}"))
+    n_panels = df["component"].nunique()  # ~60 px between panels: spacing and a y axis
+    chart, frame_note = _with_slider(alt, chart, frames, start, picker,
+                                     n_panels * (PANEL_WIDTH + 60) - 60)
+    subtitle = "dashed: no ablation; solid: the layer dropped; band: 95% interval" + frame_note
     return _style(chart.properties(title=alt.Title(
         f"Loss with one layer dropped: {model}", subtitle=[subtitle, _eval_label(store, eval_set)])))
 
@@ -214,9 +207,7 @@ def heatmap_chart(store, model: str | None = None, eval_set: str | None = None):
     df = _compact(df[["step", "revision", "component", "layer", "step_from", "step_to", "delta",
                       "delta_ci_low", "delta_ci_high", "significant"]])
     n_layers = int(df["layer"].max()) + 1
-    limit = float(np.nanmax(np.abs(df["delta"]))) or 1.0
-    diverging = alt.Scale(type="symlog", constant=max(limit / 200, 1e-4), scheme="redblue",
-                          reverse=True, domain=[-limit, limit], domainMid=0)
+    diverging = _diverging_scale(alt, df["delta"])
     x_scale = alt.Scale(type="symlog", domain=[min(e[0] for e in edges.values()),
                                                max(e[1] for e in edges.values())], nice=False)
     cells = alt.Chart().mark_rect(strokeWidth=0.6).encode(
@@ -302,7 +293,7 @@ def compare_chart(store, models: list[str] | None = None, component: str | None 
                          in zip(df["model"], df["n_layers"], df["step"], df["revision"])]
     df["depth"] = df["depth"].fillna(0.0)
     panels = [c for c in COMPONENT_ORDER if c in set(df["component"])]
-    limit = float(np.nanmax(np.abs(df["value"]))) or 1.0
+    limit = _symmetric_limit(df["value"])
     value_format = "+.2%" if choice.unit == "relative" else "+.4f"
     chart = alt.Chart().mark_line(point=alt.OverlayMarkDef(size=30), strokeWidth=2).encode(
         x=alt.X("depth:Q", title="normalised depth (0 = first layer, 1 = last)",
@@ -338,39 +329,28 @@ def span_chart(store, model: str | None = None, eval_set: str | None = None,
     df = _compact(df.merge(frames, on=["step", "revision"])[
         ["frame", "frame_label", "step", "layer", "span", "delta", "delta_ci_low",
          "delta_ci_high", "significant"]])
-    if not slider:
-        df = df[df["frame"] == start]
-    base = alt.Chart(df)
-    if slider:
-        picker = _frame_picker(alt, start)
-        base = base.transform_filter(picker)
-    limit = float(np.nanmax(np.abs(df["delta"]))) or 1.0
+    df, picker = _frame_rows(alt, df, start, slider)
+    base = _picked(alt.Chart(df), picker)
     cells = base.mark_rect().encode(
         x=alt.X("layer:O", title="first layer dropped (k)"),
         y=alt.Y("span:O", title="span length (n)", sort="descending"),
-        color=alt.Color("delta:Q", title="Δ loss", scale=alt.Scale(
-            type="symlog", constant=max(limit / 200, 1e-4), scheme="redblue", reverse=True,
-            domain=[-limit, limit], domainMid=0)),
+        color=alt.Color("delta:Q", title="Δ loss", scale=_diverging_scale(alt, df["delta"])),
         tooltip=["frame_label:N", "layer:Q", "span:Q", alt.Tooltip("delta:Q", format="+.4f"),
                  alt.Tooltip("delta_ci_low:Q", format="+.4f"),
                  alt.Tooltip("delta_ci_high:Q", format="+.4f"), "significant:N"],
     ).properties(width=max(PANEL_WIDTH, 14 * int(df["layer"].max() + 1)),
                  height=max(80, 26 * int(df["span"].nunique())))
-    chart = cells
-    if slider:
-        chart = alt.vconcat(_step_slider(alt, frames, picker, cells.width), cells, spacing=14)
+    chart, frame_note = _with_slider(alt, cells, frames, start, picker, cells.width)
     return _style(chart.properties(title=alt.Title(
         f"Loss change when contiguous blocks are dropped together: {model}",
         subtitle=["cell (k, n): blocks k .. k+n-1 dropped; red: the loss rises",
-                  _eval_label(store, eval_set)
-                  + ("" if slider else f"; {frames.frame_label[start]}")])))
+                  _eval_label(store, eval_set) + frame_note])))
 
 
 def metric_vs_drop_chart(store, model: str | None = None, eval_set: str | None = None):
     """Per metric, the Spearman correlation across layers between the clean-pass metric and the
     block-drop delta, over training: from which step does the cheap metric rank the layers as
     the expensive drop does?"""
-    from .named_queries import run_query
     from .schema import METRICS
 
     alt = _altair()
@@ -401,13 +381,14 @@ class ChartKind:
     function: Callable
     parameters: dict[str, str]  # name -> type, as named queries declare them
     summary: str  # one line for `layerdb chart --help`
+    slider: bool = False  # takes ``slider``: a checkpoint slider in HTML/JSON, one frame in images
 
 
 CHARTS = {
     "layer-loss": ChartKind(layer_loss_chart, {"model": "text", "eval_set": "text", "step": "int"},
                             "loss by layer, baseline vs ablated, one panel per component; a slider "
                             "labelled by step picks the checkpoint in HTML, step picks the one "
-                            "drawn in PNG/SVG"),
+                            "drawn in PNG/SVG", slider=True),
     "heatmap": ChartKind(heatmap_chart, {"model": "text", "eval_set": "text"},
                          "loss change by layer x step (log step axis), red = the layer matters"),
     "training": ChartKind(training_chart, {"model": "text", "eval_set": "text", "component": "text"},
@@ -417,7 +398,7 @@ CHARTS = {
                          "unit bpb (the default when their tokenizers differ), nats or relative"),
     "span": ChartKind(span_chart, {"model": "text", "eval_set": "text", "step": "int"},
                       "loss change by first layer x span length of blocks dropped together; a "
-                      "slider steps through the checkpoints in HTML"),
+                      "slider steps through the checkpoints in HTML", slider=True),
     "metric-vs-drop": ChartKind(metric_vs_drop_chart, {"model": "text", "eval_set": "text"},
                                 "Spearman correlation of each layer metric with the block-drop "
                                 "delta, over training steps"),
@@ -426,20 +407,15 @@ CHARTS = {
 
 def make_chart(store, kind: str, *, for_format: str = ".html", **params: Any):
     """Build chart ``kind`` from parameters given as strings (CLI) or typed values (Python).
-    ``models`` takes a comma list; ``for_format`` decides whether layer-loss gets its slider."""
+    ``models`` takes a comma list; ``for_format`` decides whether a kind with a slider gets it."""
     if kind not in CHARTS:
         raise LayerdbError(f"unknown chart kind {kind!r}; kinds: {', '.join(CHARTS)}")
-    function, declared = CHARTS[kind].function, CHARTS[kind].parameters
-    unknown = sorted(set(params) - set(declared))
-    if unknown:
-        raise LayerdbError(f"chart {kind}: unknown parameter(s) {', '.join(unknown)} "
-                           f"(it takes: {', '.join(declared)})")
-    values = {k: convert(v, declared[k], f"chart {kind}: parameter {k}") for k, v in params.items()}
+    values = convert_parameters(params, CHARTS[kind].parameters, f"chart {kind}")
     if isinstance(values.get("models"), str):
         values["models"] = [m.strip() for m in values["models"].split(",") if m.strip()]
-    if kind in ("layer-loss", "span"):
+    if CHARTS[kind].slider:
         values["slider"] = for_format in (".html", ".json")
-    return function(store, **values)
+    return CHARTS[kind].function(store, **values)
 
 
 def write_chart(store, kind: str, path: str | Path, **params: Any) -> Path:
@@ -490,6 +466,39 @@ def _frame_picker(alt, start: int):
     """The checkpoint picked on the slider (``_step_slider``): a frame, ``start`` at first."""
     return alt.selection_point(name="checkpoint", fields=["frame"], value=[{"frame": start}],
                                on=SLIDER_EVENTS, nearest=True, clear=False)
+
+
+def _frame_rows(alt, df: pd.DataFrame, start: int, slider: bool):
+    """The rows to draw and the checkpoint picker: with ``slider`` every frame's rows and a
+    picker starting at ``start``; without it only frame ``start``'s rows, and None."""
+    if not slider:
+        return df[df["frame"] == start], None
+    return df, _frame_picker(alt, start)
+
+
+def _picked(base, picker):
+    """``base`` showing only the frame picked on the slider; as it is without a picker."""
+    return base if picker is None else base.transform_filter(picker)
+
+
+def _with_slider(alt, chart, frames: pd.DataFrame, start: int, picker, width: int):
+    """The chart under its checkpoint slider (``width`` px wide) and "" for the subtitle; without
+    a picker the chart alone and "; " + the drawn frame's label (``step 1,000``)."""
+    if picker is None:
+        return chart, f"; {frames.frame_label[start]}"
+    return alt.vconcat(_step_slider(alt, frames, picker, width), chart, spacing=14), ""
+
+
+def _symmetric_limit(values) -> float:
+    """The largest |value| (1 when all are 0): the bound of a scale symmetric about 0."""
+    return float(np.nanmax(np.abs(values))) or 1.0
+
+
+def _diverging_scale(alt, deltas):
+    """Colour for a delta: red above 0, blue below, symmetric-log, centred on 0."""
+    limit = _symmetric_limit(deltas)
+    return alt.Scale(type="symlog", constant=max(limit / 200, 1e-4), scheme="redblue",
+                     reverse=True, domain=[-limit, limit], domainMid=0)
 
 
 def step_cell_edges(steps: list[int]) -> dict[int, tuple[float, float]]:

@@ -101,6 +101,19 @@ class NamedQuery:
         return values
 
 
+def convert_parameters(given: dict[str, Any], declared: dict[str, str],
+                       owner: str) -> dict[str, Any]:
+    """The ``given`` parameters of ``owner`` (``chart heatmap``, ``report``), each converted by
+    its type in ``declared`` (name -> type, as query headers write them); an unknown name is a
+    LayerdbError that lists the declared ones. Parameters not given are left out."""
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise LayerdbError(f"{owner}: unknown parameter(s) {', '.join(unknown)} "
+                           f"(it takes: {', '.join(declared)})")
+    return {name: convert(value, declared[name], f"{owner}: parameter {name}")
+            for name, value in given.items()}
+
+
 def convert(value: Any, type_: str, what: str, choices: tuple[str, ...] = ()) -> Any:
     """A parameter value (a CLI string, or a Python value) as the declared type; None = NULL.
     ``type_`` may carry its choices (``text in (a, b)``); text outside them is refused."""

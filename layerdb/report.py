@@ -19,11 +19,12 @@ import pandas as pd
 
 from . import charts
 from .errors import LayerdbError, require_folder
-from .named_queries import convert, run_query
+from .named_queries import convert_parameters, get_query, run_query
 from .units import UNIT_TYPE
 
 MAX_TABLE_ROWS = 50  # longer tables show the first rows and say how many more
 LOWERS_SHOWN = 10  # the lowers-loss table: the strongest cases; the query lists them all
+TOP_SHOWN = 8  # the span-interaction and swap tables, at the latest step: the strongest rows
 PARAMETERS = {"unit": UNIT_TYPE}  # -p KEY=VALUE: the compare chart's unit
 
 MODEL_SQL = "SELECT * FROM models WHERE model = :model"
@@ -63,7 +64,7 @@ def build_report(store, models: list[str] | None = None, **params) -> str:
     """The report's HTML text for ``models`` (default: every model with results). ``params``:
     ``unit`` of the compare chart, bpb, nats or relative (default: bpb when the models'
     tokenizers differ, else nats)."""
-    unit = _parameters(params)["unit"]
+    unit = convert_parameters(params, PARAMETERS, "report").get("unit")
     known = store.sql("SELECT DISTINCT model FROM results ORDER BY model")["model"].tolist()
     if not known:
         raise LayerdbError("the store holds no results yet (collect or import some first)")
@@ -97,16 +98,6 @@ def write_report(store, path: str | Path, models: list[str] | None = None, **par
     require_folder(path)
     path.write_text(build_report(store, models, **params), encoding="utf-8")
     return path
-
-
-def _parameters(given: dict) -> dict:
-    """The report's -p parameters, checked and converted; missing ones are None."""
-    unknown = sorted(set(given) - set(PARAMETERS))
-    if unknown:
-        raise LayerdbError(f"report: unknown parameter(s) {', '.join(unknown)} "
-                           f"(it takes: {', '.join(PARAMETERS)})")
-    return {name: convert(given.get(name), declared, f"report: parameter {name}")
-            for name, declared in PARAMETERS.items()}
 
 
 # -- sections ---------------------------------------------------------------------------------
@@ -174,27 +165,36 @@ def _beyond_single_drops(store, model: str, specs: list[dict]) -> str:
 
 
 def _interactions(store, model: str) -> str:
-    df = run_query(store, "span-interaction", model=model)
-    df = df[df["step"] == df["step"].max()] if df["step"].notna().any() else df
+    df = _latest_step(run_query(store, "span-interaction", model=model))
     if df.empty:
         return "<p class='hint'>Needs span-2 and single block drops at the same checkpoint.</p>"
-    top = df.reindex(df["interaction"].abs().sort_values(ascending=False).index).head(8)
+    ranked = df.reindex(df["interaction"].abs().sort_values(ascending=False).index)
     cols = ["step", "layer", "span_delta", "delta_k", "delta_next", "interaction", "ci_low",
             "ci_high"]
-    return (_html_table(top[cols]) + f"<p class='hint'>interaction = delta(k..k+1) − delta(k) − "
-            f"delta(k+1); positive: the pair matters more together than apart. Strongest "
-            f"{len(top)} of {len(df)}; all of them: <code>layerdb query span-interaction -p "
-            f"model={_e(model)}</code></p>")
+    return _top_table(ranked, cols, "span-interaction", model,
+                      "interaction = delta(k..k+1) − delta(k) − delta(k+1); positive: the pair "
+                      "matters more together than apart. Strongest")
 
 
 def _swaps(store, model: str) -> str:
-    df = run_query(store, "swap-sensitivity", model=model)
-    df = df[df["step"] == df["step"].max()] if df["step"].notna().any() else df
-    top = df.sort_values("delta", ascending=False).head(8)
+    df = _latest_step(run_query(store, "swap-sensitivity", model=model))
+    ranked = df.sort_values("delta", ascending=False)
     cols = ["step", "layer", "delta", "delta_ci_low", "delta_ci_high", "q_value"]
-    return (_html_table(top[cols]) + f"<p class='hint'>Layer k+1 run before layer k; largest "
-            f"{len(top)} of {len(df)}; all of them: <code>layerdb query swap-sensitivity -p "
-            f"model={_e(model)}</code></p>")
+    return _top_table(ranked, cols, "swap-sensitivity", model,
+                      "Layer k+1 run before layer k; largest")
+
+
+def _latest_step(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows at the latest step; all of them when no step is known."""
+    return df[df["step"] == df["step"].max()] if df["step"].notna().any() else df
+
+
+def _top_table(ranked: pd.DataFrame, cols: list[str], query: str, model: str, note: str) -> str:
+    """The first TOP_SHOWN rows of ``ranked`` as a table, then a hint: ``note``, how many of
+    how many are shown, and the query that lists them all."""
+    top = ranked.head(TOP_SHOWN)
+    return (_html_table(top[cols]) + f"<p class='hint'>{note} {len(top)} of {len(ranked)}; all "
+            f"of them: <code>layerdb query {query} -p model={_e(model)}</code></p>")
 
 
 def _summary_cards(store, model: str) -> str:
@@ -236,17 +236,18 @@ def _warnings(store, model: str) -> str:
         notes.append(_same_weights_note(keeper, group, marked))
     coverage = run_query(store, "coverage", model=model)
     coverage = coverage[coverage["same_weights_as"].isna()]  # duplicates: noted above
-    parts = [[part for part in missing.split("; ") if part]
-             for missing in coverage["missing"].fillna("")]
-    lacking = [(revision, [p for p in mine if not p.startswith("metrics")])
-               for revision, mine in zip(coverage["revision"], parts)]
-    gaps = [(revision, mine) for revision, mine in lacking if mine]
+    gaps, no_metrics = [], 0  # (revision, what it lacks besides metrics); revisions lacking metrics
+    for revision, missing in zip(coverage["revision"], coverage["missing"].fillna("")):
+        parts = [part for part in missing.split("; ") if part]
+        lacking = [part for part in parts if not part.startswith("metrics")]
+        if lacking:
+            gaps.append((revision, lacking))
+        no_metrics += any(part.startswith("metrics") for part in parts)
     for revision, mine in gaps[:MAX_TABLE_ROWS]:
         notes.append(f"<b>Incomplete:</b> {_e(revision)} lacks {_e('; '.join(mine))}.")
     if len(gaps) > MAX_TABLE_ROWS:
         notes.append(f"… and {len(gaps) - MAX_TABLE_ROWS} more incomplete revisions "
                      "(see <code>layerdb query coverage</code>).")
-    no_metrics = sum(any(p.startswith("metrics") for p in mine) for mine in parts)
     if no_metrics:
         notes.append(f"<b>Layer metrics missing</b> at {no_metrics} revision(s) (collected before "
                      "layerdb stored them?): re-run the same collect to add them; only the clean "
@@ -256,7 +257,6 @@ def _warnings(store, model: str) -> str:
     return '<div class="warnings">' + "".join(f"<p>{n}</p>" for n in notes) + "</div>"
 
 
-FDR = 0.05  # the false-discovery rate the report calls significant at (the queries' default)
 TESTS_SQL = """
 SELECT eval_set, method, max(n_tests) AS n_tests FROM ablations
 WHERE model = :model GROUP BY ALL ORDER BY eval_set, method
@@ -272,8 +272,14 @@ def _fdr_note(store, model: str) -> str:
         return ("<p class='hint'>No p-values stored (results from before layerdb 0.2 without "
                 "per-sequence losses): significance falls back to the per-ablation 95% "
                 "interval, uncorrected.</p>")
-    return (f"<p class='hint'>Significant: Benjamini-Hochberg q ≤ {FDR} (false-discovery rate "
-            f"{FDR:.0%}), corrected for every test of the study: {counts}.</p>")
+    fdr = _fdr()
+    return (f"<p class='hint'>Significant: Benjamini-Hochberg q ≤ {fdr} (false-discovery rate "
+            f"{fdr:.0%}), corrected for every test of the study: {counts}.</p>")
+
+
+def _fdr() -> float:
+    """The false-discovery rate the report calls significant at: lowers-loss's default ``fdr``."""
+    return next(p.default for p in get_query("lowers-loss").parameters if p.name == "fdr")
 
 
 def _same_weights_note(keeper: str, group: pd.DataFrame, marked: set[str]) -> str:

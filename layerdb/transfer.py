@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -50,13 +49,12 @@ def import_path(store, path: str | Path) -> dict[str, int]:
         tables = {"results": _read_parquet(path) if path.suffix.lower() == ".parquet"
                   else _read_csv(path)}
     try:
-        return store.write_tables(tables, fill_in=partial(_implied, store),
-                                  label=f"the import of {path}")
+        return store.write_tables(tables, fill_in=_implied, label=f"the import of {path}")
     except BadRows as exc:
         raise BadRows(f"{path}: {exc}") from None
 
 
-def _implied(store, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+def _implied(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
     """Rows for models/checkpoints/eval_sets that (checked) results name but the store may lack."""
     if "results" not in tables:
         return {}

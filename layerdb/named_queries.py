@@ -82,13 +82,7 @@ class NamedQuery:
 
     def bind(self, given: dict[str, Any]) -> dict[str, Any]:
         """Every declared parameter's value: given ones converted, the rest from defaults."""
-        declared = {p.name: p for p in self.parameters}
-        unknown = sorted(set(given) - set(declared))
-        if unknown:
-            known = ", ".join(declared) or "none"
-            raise LayerdbError(
-                f"query {self.name}: unknown parameter(s) {', '.join(unknown)} (it takes: {known})"
-            )
+        refuse_unknown(given, [p.name for p in self.parameters], f"query {self.name}")
         values = {}
         for p in self.parameters:
             if p.name in given:
@@ -106,12 +100,17 @@ def convert_parameters(given: dict[str, Any], declared: dict[str, str],
     """The ``given`` parameters of ``owner`` (``chart heatmap``, ``report``), each converted by
     its type in ``declared`` (name -> type, as query headers write them); an unknown name is a
     LayerdbError that lists the declared ones. Parameters not given are left out."""
+    refuse_unknown(given, list(declared), owner)
+    return {name: convert(value, declared[name], f"{owner}: parameter {name}")
+            for name, value in given.items()}
+
+
+def refuse_unknown(given: dict[str, Any], declared: list[str], owner: str) -> None:
+    """A LayerdbError naming the ``given`` parameters ``owner`` does not declare, and those it does."""
     unknown = sorted(set(given) - set(declared))
     if unknown:
         raise LayerdbError(f"{owner}: unknown parameter(s) {', '.join(unknown)} "
-                           f"(it takes: {', '.join(declared)})")
-    return {name: convert(value, declared[name], f"{owner}: parameter {name}")
-            for name, value in given.items()}
+                           f"(it takes: {', '.join(declared) or 'none'})")
 
 
 def convert(value: Any, type_: str, what: str, choices: tuple[str, ...] = ()) -> Any:
